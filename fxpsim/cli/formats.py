@@ -1,0 +1,26 @@
+"""``fxpsim format Q4.12 [VALUE ...]``: a format's range, and values' raw bits."""
+
+from __future__ import annotations
+
+from . import arg_type
+from ..qformat import QFormat, dequantize, quantize, to_bits
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("format", help="show a Q-format's range and the bits of values in it")
+    p.add_argument("fmt", type=arg_type(QFormat.parse), help="format I.F with the sign in I, e.g. Q4.12")
+    p.add_argument("values", nargs="*", type=float, help="values to quantize and show")
+    p.add_argument("--rounding", default="nearest-even")
+    p.add_argument("--overflow", default="clip", choices=["wrap", "clip"])
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    fmt = args.fmt
+    print(f"{fmt}: {fmt.width} bits, raw [{fmt.raw_min}, {fmt.raw_max}], "
+          f"values [{fmt.min_value:g}, {fmt.max_value:g}], lsb {fmt.lsb:g}")
+    if args.values:
+        raw = quantize(args.values, fmt, args.rounding, args.overflow)
+        for x, r, v in zip(args.values, raw, dequantize(raw, fmt)):
+            print(f"{x:>14g} -> raw {int(r):>12d}  bits {to_bits(int(r), fmt)}  value {v:g}")
+    return 0

@@ -1,0 +1,333 @@
+"""Q-format fixed-point numbers: formats, rounding, overflow, bit views.
+
+Normative semantics (DESIGN.md): ``QFormat(int_bits, frac_bits)`` has
+``width = int_bits + frac_bits`` bits and the integer bits INCLUDE the sign
+bit, as in ``ap_fixed<W, I>`` and Judd et al. (ICLR 2016: "Q1.9 + Q12.2 +
+Q12.9 = 21 bits"). de Bruin et al. (DSD 2018) count IL without the sign bit
+(``BW = IL + FL + 1``); :func:`de_bruin_il` is the one place that converts.
+
+A value is ``raw * 2**-frac_bits`` with ``raw`` the two's-complement integer
+of ``width`` bits (unsigned formats: ``0 .. 2**width - 1``). Either field
+may be negative (``Q-2.10``: all values below 1/8) as long as width >= 1.
+
+Bit growth (the datapath, ``fxpsim.kernels``):
+
+====================  ==========================  =======================
+operation             fraction bits               width
+====================  ==========================  =======================
+w * d                 FL_w + FL_d                 BW_w + BW_d (exact)
+acc + w * d           FL_acc = FL_w + FL_d        BW_acc (wrap or clip)
+acc -> y              FL_y (shift FL_acc - FL_y)  BW_y (round, then clip)
+====================  ==========================  =======================
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+from bitstring import Bits
+
+from .errors import FxpsimError, check
+
+MAX_WIDTH = 62
+"""Widest operand, product or accumulator the int64 datapath holds exactly."""
+
+
+class Rounding(str, Enum):
+    """How a value between two representable neighbours is rounded."""
+
+    NEAREST_EVEN = "nearest-even"
+    """Round to nearest, ties to even (IEEE default, ``AP_RND_CONV``)."""
+    NEAREST = "nearest"
+    """Round to nearest, ties away from zero (``AP_RND``)."""
+    FLOOR = "floor"
+    """Toward minus infinity: dropping low bits in two's complement (``AP_TRN``)."""
+    TOWARD_ZERO = "toward-zero"
+    """Toward zero: truncation of the magnitude (``AP_TRN_ZERO``)."""
+    STOCHASTIC = "stochastic"
+    """Up with probability equal to the dropped fraction (Gupta et al. 2015); seeded."""
+
+    @property
+    def code(self) -> int:
+        """Small integer passed to the Numba kernels."""
+        return list(Rounding).index(self)
+
+
+class Overflow(str, Enum):
+    """What a register does with a value outside its range."""
+
+    WRAP = "wrap"
+    """Keep the low ``width`` bits (two's complement): modular arithmetic."""
+    CLIP = "clip"
+    """Saturate to ``[raw_min, raw_max]``."""
+    IDEAL = "ideal"
+    """Unbounded accumulator: a reference that no hardware has."""
+
+    @property
+    def code(self) -> int:
+        """Small integer passed to the Numba kernels."""
+        return list(Overflow).index(self)
+
+
+def parse_rounding(value: str | Rounding) -> Rounding:
+    """``'nearest-even'`` (or a :class:`Rounding`) -> :class:`Rounding`."""
+    try:
+        return Rounding(value)
+    except ValueError:
+        names = ", ".join(r.value for r in Rounding)
+        raise FxpsimError(f"unknown rounding mode {value!r}: use one of {names}") from None
+
+
+def parse_overflow(value: str | Overflow, allow_ideal: bool = True) -> Overflow:
+    """``'wrap'``/``'clip'`` (or ``'ideal'`` for accumulators) -> :class:`Overflow`."""
+    allowed = [o for o in Overflow if allow_ideal or o is not Overflow.IDEAL]
+    try:
+        mode = Overflow(value)
+    except ValueError:
+        mode = None
+    if mode not in allowed:
+        names = ", ".join(o.value for o in allowed)
+        raise FxpsimError(f"unknown overflow mode {value!r}: use one of {names}")
+    return mode
+
+
+_FORMAT_RE = re.compile(r"^\s*(U?)Q(-?\d+)\.(-?\d+)\s*$", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class QFormat:
+    """A fixed-point format ``Q<int_bits>.<frac_bits>``, sign bit inside int_bits."""
+
+    int_bits: int
+    frac_bits: int
+    signed: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("int_bits", "frac_bits"):
+            value = getattr(self, name)
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+                raise FxpsimError(
+                    f"QFormat {name}={value!r} is not an integer: give whole bit counts, e.g. QFormat(4, 12)"
+                )
+            object.__setattr__(self, name, int(value))
+        object.__setattr__(self, "signed", bool(self.signed))
+        width = self.int_bits + self.frac_bits
+        check(
+            width >= 1,
+            f"QFormat Q{self.int_bits}.{self.frac_bits} has width {width} < 1: "
+            "int_bits + frac_bits must be at least 1",
+        )
+        check(
+            width <= MAX_WIDTH,
+            f"QFormat Q{self.int_bits}.{self.frac_bits} has width {width} > {MAX_WIDTH}: "
+            f"the int64 datapath holds at most {MAX_WIDTH} bits; use fewer bits",
+        )
+
+    @classmethod
+    def parse(cls, text: str | QFormat) -> QFormat:
+        """Parse ``'Q4.12'`` (signed, sign in the 4) or ``'UQ8.0'`` (unsigned)."""
+        if isinstance(text, QFormat):
+            return text
+        match = _FORMAT_RE.match(str(text))
+        if match is None:
+            raise FxpsimError(
+                f"bad format {text!r}: write Q<int_bits>.<frac_bits> with the sign bit "
+                "counted in int_bits, e.g. Q4.12 (16 bits) or UQ8.0 for unsigned"
+            )
+        unsigned, i, f = match.groups()
+        return cls(int(i), int(f), signed=not unsigned)
+
+    @classmethod
+    def from_width(cls, width: int, int_bits: int, signed: bool = True) -> QFormat:
+        """The format of ``width`` bits with ``int_bits`` integer bits."""
+        return cls(int_bits, width - int_bits, signed)
+
+    def __str__(self) -> str:
+        return f"{'' if self.signed else 'U'}Q{self.int_bits}.{self.frac_bits}"
+
+    @property
+    def width(self) -> int:
+        """Total bits: int_bits + frac_bits."""
+        return self.int_bits + self.frac_bits
+
+    @property
+    def raw_min(self) -> int:
+        """Smallest raw integer: -2**(width-1), or 0 when unsigned."""
+        return -(1 << (self.width - 1)) if self.signed else 0
+
+    @property
+    def raw_max(self) -> int:
+        """Largest raw integer: 2**(width-1) - 1, or 2**width - 1 when unsigned."""
+        return (1 << (self.width - 1)) - 1 if self.signed else (1 << self.width) - 1
+
+    @property
+    def lsb(self) -> float:
+        """Value of one raw step: 2**-frac_bits."""
+        return math.ldexp(1.0, -self.frac_bits)
+
+    @property
+    def min_value(self) -> float:
+        """Most negative representable value."""
+        return math.ldexp(self.raw_min, -self.frac_bits)
+
+    @property
+    def max_value(self) -> float:
+        """Largest representable value."""
+        return math.ldexp(self.raw_max, -self.frac_bits)
+
+
+def de_bruin_il(fmt: QFormat) -> int:
+    """de Bruin et al.'s integer length IL (sign excluded): ``BW = IL + FL + 1``."""
+    return fmt.int_bits - 1 if fmt.signed else fmt.int_bits
+
+
+def int_bits_for(max_abs: float, signed: bool = True) -> int:
+    """Fewest int_bits whose range holds ``max_abs`` (Judd's profiled ranges).
+
+    Signed: the smallest I with ``max_abs < 2**(I-1)``, so both ``-max_abs``
+    and ``+max_abs`` lie inside the format at any frac_bits >= the value's
+    own precision. Unsigned: the smallest I with ``max_abs < 2**I``. A zero
+    range needs no integer bits beyond the sign.
+    """
+    max_abs = float(max_abs)
+    check(math.isfinite(max_abs) and max_abs >= 0,
+          f"max_abs={max_abs!r} is not a finite non-negative number: profile a finite range")
+    if max_abs == 0.0:
+        return 1 if signed else 0
+    _, exponent = math.frexp(max_abs)  # max_abs = m * 2**exponent, 0.5 <= m < 1
+    return exponent + 1 if signed else exponent
+
+
+def _as_float_array(x, what: str) -> np.ndarray:
+    arr = np.asarray(x, dtype=np.float64)
+    if not np.all(np.isfinite(arr)):
+        bad = arr[~np.isfinite(arr)]
+        raise FxpsimError(
+            f"{what} contains {bad.size} non-finite value(s) (first: {float(bad.flat[0])}): "
+            "NaN/inf cannot be quantized; fix the data or the model that produced it"
+        )
+    return arr
+
+
+def wrap_raw(raw, fmt: QFormat) -> np.ndarray:
+    """Keep the low ``fmt.width`` bits of integer ``raw`` (two's complement if signed)."""
+    raw = np.asarray(raw, dtype=np.int64)
+    mask = np.int64((1 << fmt.width) - 1)
+    return ((raw - np.int64(fmt.raw_min)) & mask) + np.int64(fmt.raw_min)
+
+
+def saturate_raw(raw, fmt: QFormat) -> np.ndarray:
+    """Clip integer ``raw`` to ``[fmt.raw_min, fmt.raw_max]``."""
+    return np.clip(np.asarray(raw, dtype=np.int64), fmt.raw_min, fmt.raw_max)
+
+
+def quantize(x, fmt: QFormat, rounding: str | Rounding = Rounding.NEAREST_EVEN,
+             overflow: str | Overflow = Overflow.CLIP, seed: int | None = None) -> np.ndarray:
+    """Float -> raw int64: scale by 2**frac_bits, round, then wrap or clip.
+
+    ``seed`` drives stochastic rounding (required for it, so results repeat).
+    NaN or inf is an error, not a value.
+    """
+    fmt = QFormat.parse(fmt)
+    rounding = parse_rounding(rounding)
+    overflow = parse_overflow(overflow, allow_ideal=False)
+    scaled = np.ldexp(_as_float_array(x, "value to quantize"), fmt.frac_bits)  # exact
+    if rounding is Rounding.NEAREST_EVEN:
+        r = np.rint(scaled)
+    elif rounding is Rounding.NEAREST:
+        mag = np.abs(scaled)
+        low = np.floor(mag)
+        r = np.copysign(low + (mag - low >= 0.5), scaled)
+    elif rounding is Rounding.FLOOR:
+        r = np.floor(scaled)
+    elif rounding is Rounding.TOWARD_ZERO:
+        r = np.trunc(scaled)
+    else:
+        check(seed is not None, "stochastic rounding needs a seed: pass seed=<int> so results repeat")
+        low = np.floor(scaled)
+        u = np.random.default_rng(seed).random(np.shape(scaled))
+        r = low + (u < scaled - low)
+    if overflow is Overflow.CLIP:
+        r = np.clip(r, float(fmt.raw_min), float(fmt.raw_max))
+        return saturate_raw(r.astype(np.int64), fmt)
+    r = np.fmod(r, math.ldexp(1.0, fmt.width))  # exact; |r| < 2**width <= 2**62
+    return wrap_raw(r.astype(np.int64), fmt)
+
+
+def dequantize(raw, fmt: QFormat) -> np.ndarray:
+    """Raw integers -> float64 values ``raw * 2**-frac_bits`` (exact below 2**53)."""
+    fmt = QFormat.parse(fmt)
+    return np.ldexp(np.asarray(raw, dtype=np.int64).astype(np.float64), -fmt.frac_bits)
+
+
+def shift_round(raw, shift: int, rounding: str | Rounding = Rounding.NEAREST_EVEN,
+                seed: int | None = None) -> np.ndarray:
+    """Integer ``raw / 2**shift`` rounded (``shift < 0``: exact left shift).
+
+    This is the requantization step of the datapath (accumulator with
+    FL_acc fraction bits -> output with FL_y: ``shift = FL_acc - FL_y``).
+    """
+    rounding = parse_rounding(rounding)
+    v = np.asarray(raw, dtype=np.int64)
+    if shift <= 0:
+        return v << np.int64(-shift)
+    s = np.int64(shift)
+    q = v >> s  # floor
+    rem = v - (q << s)  # 0 <= rem < 2**shift
+    half = np.int64(1) << (s - 1)
+    if rounding is Rounding.FLOOR:
+        return q
+    if rounding is Rounding.TOWARD_ZERO:
+        return q + ((rem != 0) & (v < 0))
+    if rounding is Rounding.NEAREST:
+        return q + ((rem > half) | ((rem == half) & (v >= 0)))
+    if rounding is Rounding.NEAREST_EVEN:
+        return q + ((rem > half) | ((rem == half) & ((q & 1) == 1)))
+    check(seed is not None, "stochastic rounding needs a seed: pass seed=<int> so results repeat")
+    u = np.random.default_rng(seed).integers(0, np.int64(1) << s, size=np.shape(v), dtype=np.int64)
+    return q + (u < rem)
+
+
+def check_raw(raw, fmt: QFormat, name: str) -> np.ndarray:
+    """``raw`` as int64, or a clear error if any value is outside ``fmt``'s raw range."""
+    arr = np.asarray(raw)
+    if arr.dtype.kind not in "iub":
+        raise FxpsimError(
+            f"{name} has dtype {arr.dtype}, not integer: pass raw integers (quantize() them first)"
+        )
+    arr = arr.astype(np.int64)
+    if arr.size:
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo < fmt.raw_min or hi > fmt.raw_max:
+            raise FxpsimError(
+                f"{name} holds raw values in [{lo}, {hi}], outside {fmt}'s range "
+                f"[{fmt.raw_min}, {fmt.raw_max}]: quantize with that format or widen it"
+            )
+    return arr
+
+
+def to_bits(raw: int, fmt: QFormat) -> str:
+    """Two's-complement bit string of one raw value, e.g. ``'1111.0100'`` for Q4.4 -0.75.
+
+    The binary point is shown where it falls inside the word.
+    """
+    raw = int(raw)
+    check(fmt.raw_min <= raw <= fmt.raw_max,
+          f"raw value {raw} is outside {fmt}'s range [{fmt.raw_min}, {fmt.raw_max}]")
+    bits = (Bits(int=raw, length=fmt.width) if fmt.signed else Bits(uint=raw, length=fmt.width)).bin
+    if 0 < fmt.frac_bits < fmt.width:
+        return bits[: fmt.int_bits] + "." + bits[fmt.int_bits:]
+    return bits
+
+
+def from_bits(text: str, fmt: QFormat) -> int:
+    """Inverse of :func:`to_bits`: a bit string (a ``.`` is ignored) -> raw integer."""
+    digits = text.replace(".", "").replace("_", "")
+    check(len(digits) == fmt.width and set(digits) <= {"0", "1"},
+          f"bit string {text!r} is not {fmt.width} binary digits for {fmt}")
+    bits = Bits(bin=digits)
+    return bits.int if fmt.signed else bits.uint
