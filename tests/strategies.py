@@ -23,3 +23,275 @@ def raw_st(draw, fmt: QFormat):
     """A raw integer of ``fmt``, with the edges (min, max, 0, +-1) drawn often."""
     edges = [fmt.raw_min, fmt.raw_max, 0, min(1, fmt.raw_max), max(-1, fmt.raw_min)]
     return draw(st.one_of(st.sampled_from(edges), st.integers(fmt.raw_min, fmt.raw_max)))
+
+
+# --- fxpsim.stripes: bit-serial layers -------------------------------------------------------
+
+@st.composite
+def raw_array_st(draw, fmt: QFormat, shape):
+    """An int64 array of raw values of ``fmt``, a drawn share of them range edges.
+
+    Built from a drawn seed with NumPy (element-wise drawing is ~50x slower
+    for the few hundred values a layer needs); the seed is what shrinks.
+    """
+    import numpy as np
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    values = rng.integers(fmt.raw_min, fmt.raw_max, size=shape, endpoint=True, dtype=np.int64)
+    edges = np.array([fmt.raw_min, fmt.raw_max, 0, min(1, fmt.raw_max), max(-1, fmt.raw_min)], np.int64)
+    share = draw(st.sampled_from([0.0, 0.3, 0.8]))
+    at_edge = rng.random(shape) < share
+    values[at_edge] = rng.choice(edges, size=int(at_edge.sum()))
+    return values
+
+
+@st.composite
+def bit_serial_dense_st(draw, signed=None, max_k: int = 40):
+    """(x, w, b, fmt_x, fmt_w, acc_bits, lanes): a small dense layer whose
+    accumulator is drawn near the operands' width, so saturation is common."""
+    fmt_x = draw(qformat_st(min_width=1, max_width=10, signed=signed))
+    fmt_w = draw(qformat_st(min_width=1, max_width=8, signed=True))
+    m, k, n = draw(st.integers(1, 4)), draw(st.integers(1, max_k)), draw(st.integers(1, 5))
+    acc_bits = draw(st.integers(max(2, fmt_x.width + fmt_w.width - 3), fmt_x.width + fmt_w.width + 7))
+    fl_acc = fmt_x.frac_bits + fmt_w.frac_bits
+    acc_fmt = QFormat(acc_bits - fl_acc, fl_acc)
+    lanes = draw(st.sampled_from([1, 2, 3, 4, 16, 64]))
+    x = draw(raw_array_st(fmt_x, (m, k)))
+    w = draw(raw_array_st(fmt_w, (k, n)))
+    b = draw(st.one_of(st.none(), raw_array_st(acc_fmt, (n,))))
+    return x, w, b, fmt_x, fmt_w, acc_bits, lanes
+
+
+@st.composite
+def bit_serial_conv_st(draw):
+    """(x, w, b, stride, padding, fmt_x, fmt_w, acc_bits, lanes): a small NCHW conv layer."""
+    fmt_x = draw(qformat_st(min_width=1, max_width=8))
+    fmt_w = draw(qformat_st(min_width=1, max_width=6, signed=True))
+    kh = draw(st.integers(1, 3))
+    bsz, c, f = draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    h, w_ = draw(st.integers(kh, 6)), draw(st.integers(kh, 6))
+    stride, padding = draw(st.integers(1, 2)), draw(st.integers(0, 1))
+    acc_bits = draw(st.integers(max(2, fmt_x.width + fmt_w.width - 2), fmt_x.width + fmt_w.width + 6))
+    fl_acc = fmt_x.frac_bits + fmt_w.frac_bits
+    lanes = draw(st.sampled_from([1, 3, 4, 16]))
+    x = draw(raw_array_st(fmt_x, (bsz, c, h, w_)))
+    w = draw(raw_array_st(fmt_w, (f, c, kh, kh)))
+    b = draw(st.one_of(st.none(), raw_array_st(QFormat(acc_bits - fl_acc, fl_acc), (f,))))
+    return x, w, b, stride, padding, fmt_x, fmt_w, acc_bits, lanes
+
+
+precision_profile_st = st.lists(st.integers(1, 16), min_size=1, max_size=8)
+"""A valid Stripes precision profile (bits per conv layer)."""
+
+
+@st.composite
+def layer_shape_st(draw):
+    """A conv or fc LayerShape with small, possibly unaligned dimensions."""
+    from fxpsim.stripes import LayerShape
+    if draw(st.booleans()):
+        return LayerShape.fc("fc", draw(st.integers(1, 600)), draw(st.integers(1, 600)))
+    k = draw(st.integers(1, 5))
+    return LayerShape.conv("conv", draw(st.integers(1, 70)), draw(st.integers(1, 600)), k,
+                           draw(st.integers(k, 40)), stride=draw(st.integers(1, 3)))
+
+
+# --- binary / ternary layers (fxpsim.binary) -------------------------------
+import numpy as _np  # noqa: E402
+
+# K at and around word boundaries (pad bits) drawn often, K = 1 included
+binary_k_st = st.one_of(st.sampled_from([1, 2, 63, 64, 65, 127, 128, 129]), st.integers(1, 200))
+
+
+def _values(draw, shape, choices):
+    """Random values from ``choices`` (seeded from hypothesis) or a constant fill."""
+    fill = draw(st.sampled_from(["random", "random", "random", "first", "last"]))
+    if fill == "first":
+        return _np.full(shape, choices[0], dtype=_np.int64)
+    if fill == "last":
+        return _np.full(shape, choices[-1], dtype=_np.int64)
+    rng = _np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    return rng.choice(_np.array(choices, dtype=_np.int64), size=shape)
+
+
+@st.composite
+def pm1_st(draw, shape):
+    """A ±1 int64 array of ``shape`` (random, all -1 or all +1)."""
+    return _values(draw, shape, [-1, 1])
+
+
+@st.composite
+def ternary_st(draw, shape):
+    """A {-1, 0, +1} int64 array of ``shape``."""
+    return _values(draw, shape, [-1, 0, 1])
+
+
+@st.composite
+def binary_dense_shape_st(draw, max_b: int = 9, max_n: int = 12):
+    """(B, K, N) with B covering 4-row blocks and tails, K around word boundaries."""
+    return draw(st.integers(1, max_b)), draw(binary_k_st), draw(st.integers(1, max_n))
+
+
+@st.composite
+def bitplane_input_st(draw, shape):
+    """(raw ints, QFormat) for the BNN first layer: UQ8.0 pixels or a signed format up to 12 bits."""
+    fmt = draw(st.one_of(st.just(QFormat(8, 0, False)),
+                         st.builds(lambda w, i, s: QFormat(i, w - i, s),
+                                   st.integers(1, 12), st.integers(-2, 6), st.booleans())))
+    rng = _np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    edge = draw(st.sampled_from(["random", "min", "max"]))
+    if edge == "min":
+        return _np.full(shape, fmt.raw_min, dtype=_np.int64), fmt
+    if edge == "max":
+        return _np.full(shape, fmt.raw_max, dtype=_np.int64), fmt
+    return rng.integers(fmt.raw_min, fmt.raw_max + 1, size=shape), fmt
+
+
+@st.composite
+def conv_shape_st(draw):
+    """((B, C, H, W), (F, C, kh, kw), stride, padding) with the kernel fitting the padded input."""
+    b, c, f = draw(st.integers(1, 3)), draw(st.integers(1, 9)), draw(st.integers(1, 5))
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    padding, stride = draw(st.integers(0, 2)), draw(st.integers(1, 3))
+    h = draw(st.integers(max(1, kh - 2 * padding), 9))
+    w = draw(st.integers(max(1, kw - 2 * padding), 9))
+    return (b, c, h, w), (f, c, kh, kw), stride, padding
+
+
+@st.composite
+def batchnorm_st(draw, n: int, acc_bound: int = 64):
+    """BatchNorm parameters for ``n`` neurons: gamma with zeros and negatives, ties drawn often.
+
+    Means on integers and beta = 0 put BN(a) = 0 exactly at an integer a
+    (the +1-at-0 tie of Sign); large |beta|/small |gamma| push thresholds
+    outside the accumulator range.
+    """
+    from fxpsim.binary import BatchNormParams
+
+    rng = _np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    kind = rng.integers(0, 5, size=n)
+    gamma = rng.normal(size=n) * _np.where(kind == 0, 0.0, 1.0)
+    gamma[kind == 1] = -_np.abs(gamma[kind == 1])
+    mean = _np.where(rng.random(n) < 0.5, rng.integers(-acc_bound, acc_bound + 1, size=n),
+                     rng.normal(size=n) * acc_bound / 2)
+    beta = _np.where(rng.random(n) < 0.4, 0.0, rng.normal(size=n) * _np.where(kind == 4, 1e3, 2.0))
+    var = _np.where(rng.random(n) < 0.1, 0.0, rng.random(n) * acc_bound)
+    eps = draw(st.sampled_from([1e-5, 1e-4, 1.0]))
+    return BatchNormParams(gamma, beta, mean, var, eps)
+
+
+@st.composite
+def bnn_mlp_st(draw, max_layers: int = 4):
+    """(BnnMlp, raw 8-bit-ish input) with layer widths around word boundaries, K = 1 allowed."""
+    from fxpsim.binary import BnnMlp
+
+    n_layers = draw(st.integers(1, max_layers))
+    sizes = [draw(binary_k_st) for _ in range(n_layers)] + [draw(st.integers(1, 10))]
+    batch = draw(st.integers(1, 9))
+    x, fmt = draw(bitplane_input_st((batch, sizes[0])))
+    weights = [draw(pm1_st((sizes[i], sizes[i + 1]))) for i in range(n_layers)]
+    bound = max(abs(fmt.raw_min), fmt.raw_max) * sizes[0]
+    bns = [draw(batchnorm_st(sizes[i + 1], bound if i == 0 else sizes[i])) for i in range(n_layers)]
+    return BnnMlp(weights, bns, fmt), x
+
+
+# --- the integer datapath (fxpsim.kernels) -------------------------------------------
+
+datapath_overflow_st = st.sampled_from([Overflow.WRAP, Overflow.CLIP, Overflow.IDEAL])
+activation_st = st.sampled_from(["none", "relu"])
+
+
+def _raw_array(draw, fmt: QFormat, shape):
+    """Raw ints of ``fmt``: uniform, extremes only, mostly zero or all zero (edges often)."""
+    import numpy as np
+
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    kind = draw(st.sampled_from(["uniform", "uniform", "extremes", "sparse", "zeros"]))
+    if kind == "zeros":
+        return np.zeros(shape, dtype=np.int64)
+    if kind == "extremes":
+        return rng.choice(np.array([fmt.raw_min, fmt.raw_max], dtype=np.int64), size=shape)
+    a = rng.integers(fmt.raw_min, fmt.raw_max, size=shape, endpoint=True, dtype=np.int64)
+    if kind == "sparse":
+        a[rng.random(shape) < 0.7] = 0
+    return a
+
+
+@st.composite
+def datapath_config_st(draw, max_acc_bits: int = 40):
+    """Keyword arguments of dense/conv2d: formats, BW_acc 2..max_acc_bits, modes, seed."""
+    fmt_x = draw(qformat_st(min_width=1, max_width=16))
+    fmt_w = draw(qformat_st(min_width=1, max_width=16))
+    fmt_y = draw(qformat_st(min_width=1, max_width=16))
+    return dict(fmt_x=fmt_x, fmt_w=fmt_w, fmt_y=fmt_y,
+                acc_bits=draw(st.integers(2, max_acc_bits)),
+                overflow=draw(datapath_overflow_st), rounding=draw(rounding_st),
+                activation=draw(activation_st), seed=draw(st.integers(0, 2**63)))
+
+
+def _bias(draw, cfg, n):
+    import numpy as np
+
+    if draw(st.booleans()):
+        return None
+    half = 1 << (cfg["acc_bits"] - 1)
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    scale = draw(st.sampled_from([half, max(1, half >> 4), 1]))
+    return rng.integers(max(-half, -scale), min(half - 1, scale), size=n, endpoint=True)
+
+
+@st.composite
+def dense_case_st(draw, max_batch: int = 4, max_k: int = 300, max_n: int = 5):
+    """``(x, w, b, kwargs)`` for :func:`fxpsim.kernels.dense`; operand widths 1..16."""
+    bsz = draw(st.integers(1, max_batch))
+    k = draw(st.integers(1, max_k))
+    n = draw(st.integers(1, max_n))
+    cfg = draw(datapath_config_st())
+    x = _raw_array(draw, cfg["fmt_x"], (bsz, k))
+    w = _raw_array(draw, cfg["fmt_w"], (k, n))
+    return x, w, _bias(draw, cfg, n), cfg
+
+
+@st.composite
+def conv_case_st(draw):
+    """``(x, w, b, kwargs)`` for :func:`fxpsim.kernels.conv2d`: small NCHW, stride, padding."""
+    kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    pad = draw(st.integers(0, 2))
+    stride = draw(st.integers(1, 3))
+    h = draw(st.integers(max(1, kh - 2 * pad), 7))
+    wd = draw(st.integers(max(1, kw - 2 * pad), 7))
+    bsz, c, f = draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    cfg = draw(datapath_config_st())
+    cfg.update(stride=stride, padding=pad)
+    x = _raw_array(draw, cfg["fmt_x"], (bsz, c, h, wd))
+    w = _raw_array(draw, cfg["fmt_w"], (f, c, kh, kw))
+    return x, w, _bias(draw, cfg, f), cfg
+
+
+# --- sparse storage and the EIE datapath (fxpsim.sparse) ------------------------------------
+
+@st.composite
+def sparse_matrix_st(draw, max_rows: int = 40, max_cols: int = 12, floats: bool = False):
+    """A 2-D matrix with a drawn density (all-zero and long zero runs included), ints or floats."""
+    import numpy as np
+
+    rows, cols = draw(st.integers(1, max_rows)), draw(st.integers(1, max_cols))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    density = draw(st.sampled_from([0.0, 0.02, 0.1, 0.5, 1.0]))
+    if floats:
+        m = rng.normal(size=(rows, cols))
+    else:
+        m = rng.integers(-128, 128, size=(rows, cols))
+        m[m == 0] = 1
+    return np.where(rng.random((rows, cols)) < density, m, 0 * m)
+
+
+@st.composite
+def sparse_dense_case_st(draw):
+    """``(x, w, b, kwargs, n_pes, index_bits)``: a dense_case_st layer with its weights pruned
+    to a drawn sparsity and its activations zeroed at a drawn rate (EIE skips both)."""
+    import numpy as np
+
+    x, w, b, cfg = draw(dense_case_st(max_batch=4, max_k=80, max_n=12))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    w = np.where(rng.random(w.shape) < draw(st.sampled_from([0.0, 0.5, 0.9, 1.0])), 0, w)
+    x = np.where(rng.random(x.shape) < draw(st.sampled_from([0.0, 0.5, 0.9])), 0, x)
+    return x, w, b, cfg, draw(st.integers(1, 9)), draw(st.integers(1, 5))

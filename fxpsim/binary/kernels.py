@@ -1,0 +1,205 @@
+"""Numba XNOR-popcount kernels: arrays and ints in, integer dots out.
+
+Validation lives in :mod:`fxpsim.binary.layers`; these take packed words
+only. Shape of every kernel (PERF-NOTES.md): a block function (not forced
+inline: same speed, half the compile time) does 4 rows:
+words k outer, then the **inner loop over the N
+outputs** (contiguous weight words ``wt[k, :]``), so one weight-word load
+serves 4 rows and LLVM vectorises the ctpop. Two drivers call it: the
+``*_gemm`` ones with ``prange`` over blocks (outermost only) and serial
+``*_gemm_serial`` twins for small products; :func:`gemm` picks. On this machine LLVM reports
+``znver1`` (AVX2, no AVX-512 VPOPCNTQ, unlike PERF-NOTES.md's host), so the
+vector ctpop is lowered to the vpshufb nibble table (the SWAR bit trick
+compiles to the same code and time). No fastmath: the
+arithmetic is integer and exact. Popcounts are summed in int64 lanes and
+turned into dots at the end (pad bits are 0 in both operands: no count).
+
+Dot formulas (a, w the packed words; K the logical length):
+- ±1 x ±1 (XNOR-Net, BNN):  ``dot = K - 2*pc(a ^ w)``
+- {0,1} x ±1 (BNN Alg. 4 bit plane x, weight bits b = (w+1)/2):
+  ``sum_k x_k (2 b_k - 1) = 2*pc(x & b) - pc(x)``
+- ternary x ternary (mask m = ma & mw, signs s):
+  ``sum_k a_k w_k = pc(m) - 2*pc((sa ^ sw) & m)``
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .popcount import popcount64
+
+BLOCK = 4
+"""Rows per block: one weight-word load serves 4 rows."""
+PARALLEL_MIN_WORK = 1 << 15
+"""Below this many word pairs (B * words * N) the serial driver is used: the
+thread launch of a parallel kernel costs more than such a product."""
+
+
+@njit(cache=True)
+def _xnor_block(a, wt, k, out, r0):
+    """Rows r0..r0+3 (fewer at the tail) of ``K - 2*pc(a ^ w)``."""
+    b, nw = a.shape
+    n = wt.shape[1]
+    if r0 + BLOCK <= b:
+        c0 = np.zeros(n, np.int64)
+        c1 = np.zeros(n, np.int64)
+        c2 = np.zeros(n, np.int64)
+        c3 = np.zeros(n, np.int64)
+        for kw in range(nw):
+            a0 = a[r0, kw]
+            a1 = a[r0 + 1, kw]
+            a2 = a[r0 + 2, kw]
+            a3 = a[r0 + 3, kw]
+            w = wt[kw]
+            for j in range(n):
+                x = w[j]
+                c0[j] += popcount64(a0 ^ x)
+                c1[j] += popcount64(a1 ^ x)
+                c2[j] += popcount64(a2 ^ x)
+                c3[j] += popcount64(a3 ^ x)
+        for j in range(n):
+            out[r0, j] = k - 2 * c0[j]
+            out[r0 + 1, j] = k - 2 * c1[j]
+            out[r0 + 2, j] = k - 2 * c2[j]
+            out[r0 + 3, j] = k - 2 * c3[j]
+    else:
+        for r in range(r0, b):
+            c = np.zeros(n, np.int64)
+            for kw in range(nw):
+                ar = a[r, kw]
+                w = wt[kw]
+                for j in range(n):
+                    c[j] += popcount64(ar ^ w[j])
+            for j in range(n):
+                out[r, j] = k - 2 * c[j]
+
+
+@njit(cache=True)
+def _and_block(x, wt, out, r0):
+    """Rows r0..r0+3 (fewer at the tail) of ``pc(x & w)``."""
+    b, nw = x.shape
+    n = wt.shape[1]
+    if r0 + BLOCK <= b:
+        c0 = np.zeros(n, np.int64)
+        c1 = np.zeros(n, np.int64)
+        c2 = np.zeros(n, np.int64)
+        c3 = np.zeros(n, np.int64)
+        for kw in range(nw):
+            a0 = x[r0, kw]
+            a1 = x[r0 + 1, kw]
+            a2 = x[r0 + 2, kw]
+            a3 = x[r0 + 3, kw]
+            w = wt[kw]
+            for j in range(n):
+                v = w[j]
+                c0[j] += popcount64(a0 & v)
+                c1[j] += popcount64(a1 & v)
+                c2[j] += popcount64(a2 & v)
+                c3[j] += popcount64(a3 & v)
+        for j in range(n):
+            out[r0, j] = c0[j]
+            out[r0 + 1, j] = c1[j]
+            out[r0 + 2, j] = c2[j]
+            out[r0 + 3, j] = c3[j]
+    else:
+        for r in range(r0, b):
+            c = np.zeros(n, np.int64)
+            for kw in range(nw):
+                ar = x[r, kw]
+                w = wt[kw]
+                for j in range(n):
+                    c[j] += popcount64(ar & w[j])
+            for j in range(n):
+                out[r, j] = c[j]
+
+
+@njit(cache=True)
+def _ternary_block(sa, ma, sw, mw, out, r0):
+    """Rows r0..r0+3 of ``pc(m) - 2*pc((sa ^ sw) & m)``, ``m = ma & mw``."""
+    b, nw = sa.shape
+    n = sw.shape[1]
+    for r in range(r0, min(r0 + BLOCK, b)):
+        nz = np.zeros(n, np.int64)
+        neg = np.zeros(n, np.int64)
+        for kw in range(nw):
+            sr = sa[r, kw]
+            mr = ma[r, kw]
+            swk = sw[kw]
+            mwk = mw[kw]
+            for j in range(n):
+                q = mr & mwk[j]
+                nz[j] += popcount64(q)
+                neg[j] += popcount64((sr ^ swk[j]) & q)
+        for j in range(n):
+            out[r, j] = nz[j] - 2 * neg[j]
+
+
+@njit(cache=True, parallel=True)
+def xnor_gemm(a, wt, k):
+    """(B, W) x (W, N) packed ±1 -> int32 (B, N) dots ``K - 2*pc(a ^ w)``; prange over 4-row blocks."""
+    out = np.empty((a.shape[0], wt.shape[1]), dtype=np.int32)
+    for blk in prange((a.shape[0] + BLOCK - 1) // BLOCK):
+        _xnor_block(a, wt, k, out, blk * BLOCK)
+    return out
+
+
+@njit(cache=True)
+def xnor_gemm_serial(a, wt, k):
+    """Serial twin of :func:`xnor_gemm`."""
+    out = np.empty((a.shape[0], wt.shape[1]), dtype=np.int32)
+    for blk in range((a.shape[0] + BLOCK - 1) // BLOCK):
+        _xnor_block(a, wt, k, out, blk * BLOCK)
+    return out
+
+
+@njit(cache=True, parallel=True)
+def and_popcount_gemm(x, wt):
+    """(B, W) packed {0,1} x (W, N) packed weight bits -> int64 (B, N) ``pc(x & w)``."""
+    out = np.empty((x.shape[0], wt.shape[1]), dtype=np.int64)
+    for blk in prange((x.shape[0] + BLOCK - 1) // BLOCK):
+        _and_block(x, wt, out, blk * BLOCK)
+    return out
+
+
+@njit(cache=True)
+def and_popcount_gemm_serial(x, wt):
+    """Serial twin of :func:`and_popcount_gemm`."""
+    out = np.empty((x.shape[0], wt.shape[1]), dtype=np.int64)
+    for blk in range((x.shape[0] + BLOCK - 1) // BLOCK):
+        _and_block(x, wt, out, blk * BLOCK)
+    return out
+
+
+@njit(cache=True, parallel=True)
+def ternary_gemm(sa, ma, sw, mw):
+    """Ternary x ternary sign/mask planes -> int32 (B, N) ``pc(m) - 2*pc((sa^sw) & m)``."""
+    out = np.empty((sa.shape[0], sw.shape[1]), dtype=np.int32)
+    for blk in prange((sa.shape[0] + BLOCK - 1) // BLOCK):
+        _ternary_block(sa, ma, sw, mw, out, blk * BLOCK)
+    return out
+
+
+@njit(cache=True)
+def ternary_gemm_serial(sa, ma, sw, mw):
+    """Serial twin of :func:`ternary_gemm`."""
+    out = np.empty((sa.shape[0], sw.shape[1]), dtype=np.int32)
+    for blk in range((sa.shape[0] + BLOCK - 1) // BLOCK):
+        _ternary_block(sa, ma, sw, mw, out, blk * BLOCK)
+    return out
+
+
+_DRIVERS = {
+    "xnor": (xnor_gemm, xnor_gemm_serial),
+    "and": (and_popcount_gemm, and_popcount_gemm_serial),
+    "ternary": (ternary_gemm, ternary_gemm_serial),
+}
+
+
+def gemm(kind: str, *args, parallel: bool | None = None):
+    """Call kernel ``kind`` (xnor/and/ternary); ``parallel=None``: by work size."""
+    first, wt = args[0], args[-1] if kind == "ternary" else args[1]
+    if parallel is None:
+        parallel = first.shape[0] * first.shape[1] * wt.shape[1] >= PARALLEL_MIN_WORK
+    par, ser = _DRIVERS[kind]
+    return (par if parallel else ser)(*args)
