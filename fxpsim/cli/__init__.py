@@ -17,6 +17,12 @@ from ..errors import FxpsimError
 
 _COMMANDS = (
     "fxpsim.cli.formats",
+    "fxpsim.cli.train",
+    "fxpsim.cli.evaluate",
+    "fxpsim.cli.data",
+    "fxpsim.cli.sweep",
+    "fxpsim.cli.search",
+    "fxpsim.cli.stripes",
 )
 
 
@@ -51,7 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``fxpsim`` script; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error already printed as one line
+        return int(exc.code or 0)
     try:
         return int(args.func(args) or 0)
     except FxpsimError as exc:

@@ -1,0 +1,187 @@
+"""``fxpsim search``: per-layer formats for a fixed accumulator or an accuracy tolerance.
+
+- ``--acc-bits N``: de Bruin et al.'s accumulator-constrained search.
+- ``--tolerance T``: Judd et al.'s per-layer minimum precisions (Table 2).
+- ``--acc-table``: de Bruin's required-accumulator table, accuracy vs BW_acc
+  for every constraint and overflow mode, and the wrap/clip case study.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from . import arg_type
+from .common import add_model_args, calibration_set, load_model_and_data, stem_for
+from ..constraints import CONSTRAINTS
+from ..errors import FxpsimError, check
+from ..reports import format_table, save_figure, write_table
+
+TOLERANCES = (0.01, 0.02, 0.05, 0.10)
+JUDD_LENET = ("Judd et al. (ICLR 2016) Table 2, LeNet (Caffe's, 4 layers): at 1 % the data formats "
+              "1.1-3.1-3.0-3.0 (I.F per layer) with TR 0.08.")
+
+
+def _tolerance(text: str) -> float:
+    try:
+        t = float(text)
+    except ValueError:
+        raise FxpsimError(f"--tolerance {text!r} is not a number: give a fraction such as 0.01") from None
+    check(0 < t < 1, f"--tolerance {t} must be in (0, 1): 0.01 means 1 %")
+    return t
+
+
+def _acc_bits(text: str) -> int:
+    try:
+        b = int(text)
+    except ValueError:
+        raise FxpsimError(f"--acc-bits {text!r} is not a whole number of bits") from None
+    check(1 <= b <= 62, f"--acc-bits {b} must be in 1..62 (the int64 datapath)")
+    return b
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("search", help="per-layer formats: fixed accumulator (--acc-bits) or "
+                                      "accuracy tolerance (--tolerance)")
+    add_model_args(p, optional=True)
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--acc-bits", type=arg_type(_acc_bits),
+                      help="accumulator width BW_acc (de Bruin et al. 2018)")
+    mode.add_argument("--tolerance", type=arg_type(_tolerance),
+                      help="accuracy loss allowed, e.g. 0.01 (Judd et al. 2016)")
+    mode.add_argument("--acc-table", action="store_true",
+                      help="required accumulator per constraint, LB_wrap/LB_clip, accuracy vs BW_acc")
+    p.add_argument("--constraint", default="act-w", choices=CONSTRAINTS,
+                   help="eligible solutions: wc (worst case), act-w (actual weights), act-y "
+                        "(profiled outputs), a2q (L1-bounded channels)")
+    p.add_argument("--overflow", default="wrap", choices=("wrap", "clip"))
+    p.add_argument("--all", action="store_true", help="with --acc-bits: every constraint x overflow mode")
+    p.add_argument("--samples", type=int, default=500,
+                   help="calibration samples from the validation split (default 500)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def _setup(args):
+    from ..simulate import Evaluator, Simulator, profile
+
+    path, model, data = load_model_and_data(args)
+    x_cal, y_cal = calibration_set(model, data, args.samples, args.seed)
+    sim = Simulator(model, seed=args.seed)
+    ev = Evaluator(sim, x_cal, y_cal)
+    return path, model, data, sim, ev, profile(sim, ev.x, prepared=True)
+
+
+def run(args) -> int:
+    if args.acc_bits is not None:
+        return _run_acc(args)
+    if args.tolerance is not None:
+        return _run_tolerance(args)
+    return _run_acc_table(args)
+
+
+def _run_acc(args) -> int:
+    from ..search import accumulator_search, accumulator_table
+
+    t0 = time.perf_counter()
+    path, model, data, sim, ev, prof = _setup(args)
+    stem = stem_for(path)
+    out = Path(args.out)
+    combos = ([(c, o) for c in CONSTRAINTS for o in ("wrap", "clip")] if args.all
+              else [(args.constraint, args.overflow)])
+    summary = []
+    for constraint, overflow in combos:
+        config, choices = accumulator_search(ev, prof, args.acc_bits, constraint, overflow,
+                                             progress=not args.no_progress)
+        cal_stats = [st for _, _, st in ev.stage_outputs(config)]
+        table = accumulator_table(choices, cal_stats)
+        result = sim.simulate(data.x_test, config, data.y_test)
+        norm = result.accuracy / result.float_accuracy
+        name = f"{stem}_acc{args.acc_bits}_{constraint}_{overflow}"
+        text = (f"Model {path}, BW_acc = {args.acc_bits}, constraint {constraint}, overflow {overflow}, "
+                f"{len(ev.y)} calibration samples. Formats are I.F with the sign bit in I (de Bruin's IL "
+                f"is I - 1). Test accuracy: float {result.float_accuracy:.4f}, quantized "
+                f"{result.accuracy:.4f}, normalized {norm:.4f}.")
+        write_table(table, name, out, title=f"Accumulator-constrained search: {name}", text=text)
+        config.save(out / f"{name}_config.json")
+        print(f"\n{constraint} / {overflow}, BW_acc = {args.acc_bits} ({len(ev.y)} calibration samples)")
+        print(format_table(table))
+        print(f"test accuracy: float {result.float_accuracy:.4f}  quantized {result.accuracy:.4f}  "
+              f"normalized {norm:.4f}")
+        print(f"config: {out / (name + '_config.json')}")
+        summary.append({"constraint": constraint, "overflow": overflow, "acc_bits": args.acc_bits,
+                        "float_accuracy": result.float_accuracy, "quantized_accuracy": result.accuracy,
+                        "normalized_accuracy": norm,
+                        "overflow_count_test": sum(s.overflow_count for s in result.layer_stats)})
+    if args.all:
+        df = pd.DataFrame(summary)
+        write_table(df, f"{stem}_acc{args.acc_bits}_all", out,
+                    title=f"Every constraint x overflow mode at BW_acc = {args.acc_bits}")
+        print("\n" + format_table(df))
+    print(f"({time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
+def _run_tolerance(args) -> int:
+    from ..search import tolerance_search, tolerance_table
+
+    path, model, data, sim, ev, prof = _setup(args)
+    stem = stem_for(path)
+    out = Path(args.out)
+    tols = sorted(set(TOLERANCES) | {args.tolerance})
+    results, test_accs, float_test = [], [], None
+    for t in tols:
+        r = tolerance_search(ev, prof, t)
+        res = sim.simulate(data.x_test, r.config, data.y_test)
+        float_test = res.float_accuracy
+        results.append(r)
+        test_accs.append(res.accuracy)
+        r.config.save(out / f"{stem}_tolerance{round(100 * t, 3):g}_config.json")
+    df = tolerance_table(results, test_accs, float_test)
+    text = (f"Model {path}; search on {len(ev.y)} validation samples, accuracy on the test split. "
+            "Data formats are each layer's input I.F (sign bit in I); weight bits are total widths "
+            "with the profiled integer bits. TR = traffic / traffic at 32 bits (weights read, "
+            "activations read and written, per image).\n\n" + JUDD_LENET)
+    write_table(df, f"{stem}_tolerance", out, title="Per-layer minimum precision (Judd et al. Table 2)",
+                text=text)
+    chosen = results[tols.index(args.tolerance)]
+    print(f"tolerance {100 * args.tolerance:g} %: validation accuracy {chosen.val_accuracy:.4f} "
+          f"(float {chosen.float_val_accuracy:.4f}), TR {chosen.traffic_ratio:.3f}")
+    print(format_table(chosen.config.table()))
+    print("\n" + format_table(df))
+    print(f"wrote {out / (stem + '_tolerance.csv')} and .md")
+    return 0
+
+
+def _run_acc_table(args) -> int:
+    from ..search import (acc_bits_sweep, overflow_case_study, plot_acc_sweep,
+                          required_accumulator_table)
+
+    path, model, data, sim, ev, prof = _setup(args)
+    stem = stem_for(path)
+    out = Path(args.out)
+    req = required_accumulator_table(ev, prof)
+    text = (f"Model {path}; 8-bit weights and data (profiled integer bits). Integer lengths IL_acc "
+            "exclude the sign bit, as in de Bruin et al. (BW_acc = IL_acc + FL_acc + 1). LB_wrap / "
+            "LB_clip: the smallest IL_acc of the layer alone that keeps normalized accuracy > 99 % "
+            f"on {len(ev.y)} calibration samples (8-bit quantized accuracy with ideal accumulators: "
+            f"{req.attrs['quantized_ideal_accuracy']:.4f}; float {req.attrs['float_accuracy']:.4f}).")
+    write_table(req, f"{stem}_acc_required", out, title="Required accumulator range", text=text)
+    print(format_table(req))
+    sweep = acc_bits_sweep(ev, prof, progress=not args.no_progress)
+    write_table(sweep, f"{stem}_acc_sweep", out, title="Normalized accuracy vs BW_acc")
+    save_figure(plot_acc_sweep(sweep, f"{stem}: normalized accuracy vs BW_acc"),
+                out / f"{stem}_acc_sweep.png")
+    print("\n" + format_table(sweep.pivot_table(index="acc_bits", columns=["constraint", "overflow"],
+                                                values="normalized_accuracy").reset_index()))
+    from ..search import accumulator_search
+
+    config, _ = accumulator_search(ev, prof, 32, "act-y", "wrap")
+    case = overflow_case_study(ev, config, range(32, 7, -2))
+    write_table(case, f"{stem}_overflow_case", out, title="Overflow case study: formats fixed "
+                "(act-y at 32 bits), accumulator narrowed, wrap vs clip")
+    print("\n" + format_table(case))
+    print(f"wrote {stem}_acc_required / _acc_sweep / _overflow_case (.csv, .md, .png) in {out}")
+    return 0

@@ -1,0 +1,81 @@
+"""``fxpsim train``: train a network on digits or MNIST and save it as a model file."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+DEFAULT_OUT = "models/{arch}-{dataset}.npz"
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a network with the embedded NumPy trainer and save it")
+    p.add_argument("--arch", default="mlp",
+                   help="architecture name (mlp, lenet300, mlp-small, lenet5, lenet5-caffe, cnn-small) "
+                        "or spec string, e.g. conv6x5-relu-maxpool2-fc84-relu-fc10")
+    p.add_argument("--dataset", default="digits", help="digits (embedded) or mnist")
+    p.add_argument("--data-dir", default=None, help="directory with the four MNIST IDX files (or $FXPSIM_DATA)")
+    p.add_argument("--optimizer", default="adam",
+                   help="sgd, momentum, nesterov, adagrad, rmsprop, rmsprop-nesterov, adam")
+    p.add_argument("--lr", type=float, default=1e-3, help="initial learning rate epsilon_0")
+    p.add_argument("--momentum", type=float, default=0.9, help="alpha of momentum/nesterov/rmsprop-nesterov")
+    p.add_argument("--schedule", default="constant", help="constant, step, exponential, inverse (1/t)")
+    p.add_argument("--decay", type=float, default=0.1, help="k of exponential and 1/t decay (per epoch)")
+    p.add_argument("--step-every", type=int, default=10, help="step decay: epochs between steps (T)")
+    p.add_argument("--step-factor", type=float, default=0.5, help="step decay: factor per step")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0, help="seed of initialisation, splits, batches, dropout")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="L2 coefficient lambda (weights only)")
+    p.add_argument("--l1", type=float, default=0.0, help="L1 coefficient (weights only)")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="validation split of the training data")
+    p.add_argument("--patience", type=int, default=None,
+                   help="early stopping: epochs without a better validation accuracy (default: run all epochs; "
+                        "the best epoch's weights are kept either way)")
+    p.add_argument("--shift", type=int, default=0,
+                   help="data augmentation: random translation of training images by up to N pixels (0: off)")
+    p.add_argument("--init", default="he", help="small, xavier-uniform, xavier-normal, he")
+    p.add_argument("--preprocess", default="standardize", help="none, mean-image, per-channel, standardize")
+    p.add_argument("--threads", type=int, default=1,
+                   help="BLAS threads (default 1: deterministic, and fastest on a shared machine)")
+    p.add_argument("--out", default=None, help=f"model file to write (default {DEFAULT_OUT})")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def default_out(arch: str, dataset: str) -> Path:
+    """``models/<arch>-<dataset>.npz``; a spec string is shortened to ``custom``."""
+    name = arch if re.fullmatch(r"[a-z0-9-]{1,20}", arch) else "custom"
+    return Path(DEFAULT_OUT.format(arch=name, dataset=dataset))
+
+
+def run(args) -> int:
+    from ..modelfile import check_writable, save_model
+    from ..network import build_network
+    from ..train.data import DATASET_SHAPES, load_dataset, parse_dataset
+    from ..train.trainer import TrainConfig, train
+
+    dataset = parse_dataset(args.dataset)
+    arch = args.arch.strip().lower()
+    spec = build_network(arch, *DATASET_SHAPES[dataset]).spec()  # a bad arch fails before any work
+    config = TrainConfig(optimizer=args.optimizer, lr=args.lr, epochs=args.epochs, batch_size=args.batch_size,
+                         seed=args.seed, momentum=args.momentum, schedule=args.schedule, decay=args.decay,
+                         step_every=args.step_every, step_factor=args.step_factor,
+                         weight_decay=args.weight_decay, l1=args.l1, val_fraction=args.val_fraction,
+                         patience=args.patience, shift=args.shift, init=args.init, preprocess=args.preprocess,
+                         threads=args.threads)
+    out = Path(args.out) if args.out else default_out(arch, dataset)
+    if args.out is None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    check_writable(out)  # before training, not after
+    data = load_dataset(dataset, args.data_dir)
+    print(f"training {arch} ({spec}) on {dataset}: "
+          f"{len(data.x_train)} train / {len(data.x_test)} test images, {config.optimizer} lr {config.lr:g}, "
+          f"{config.epochs} epochs, batch {config.batch_size}, seed {config.seed}")
+    model, history = train(data, arch, config, progress=not args.quiet, log=print if args.quiet else None)
+    save_model(out, model)
+    md = model.metadata
+    print(f"test accuracy {md['test_accuracy'] * 100:.2f} % (error {100 - md['test_accuracy'] * 100:.2f} %), "
+          f"best epoch {md['best_epoch']}/{md['epochs_run']}, training {md['train_seconds']:.1f} s "
+          f"({md['train_seconds'] / md['epochs_run']:.1f} s/epoch); saved {out}")
+    return 0

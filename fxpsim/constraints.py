@@ -1,0 +1,218 @@
+"""Accumulator-width constraints: which weight/data formats fit BW_acc (de Bruin et al., DSD 2018).
+
+de Bruin, Zivkovic and Corporaal count the integer length IL without the
+sign bit (``BW = IL + FL + 1``); fxpsim's ``QFormat.int_bits`` includes it
+(``I = IL + 1``, :func:`fxpsim.qformat.de_bruin_il`). Their equations, in
+their symbols, for a layer with K products per output:
+
+- WC_w/WC_d:  ``BW_w + BW_d = BW_acc + 1 - ceil(log2 K)``            (eq. 3)
+- ACT_w/WC_d: ``BW_w + BW_d = BW_acc - floor(log2 R_kernel) + IL_w``  (eq. 5)
+  with ``R_kernel = max_kernels sum_i |w_i|`` of the quantized weights
+- ACT_y:      ``BW_acc = FL_w + FL_d + IL_y + 1``                      (eq. 6)
+
+fxpsim checks WC and ACT_w exactly on raw integers instead of with the
+logarithms: a pair (BW_w, BW_d) is eligible when the largest accumulator
+value any input in the data format can produce, bias included (the bias
+is the accumulator's initial value), fits BW_acc. The equations drop the
+bias and treat |x| < 2**(BW-1) although the most negative value reaches
+it, so for a power-of-two K (or ``R_kernel``) and a zero bias they allow
+one bit more than is safe; :func:`paper_sum` gives their value for
+comparison. Int bits come from the profiled ranges (weights, data, and for
+ACT_y the pre-activation sums), the rest of each width is fraction bits.
+
+A2Q (Colbert et al., ICCV 2023; beyond the paper): each output channel's
+integer weights keep an L1 norm below ``(2**(BW_acc-1) - 1 - |b_c|) /
+2**(BW_d-1)``, so no input in the data format can overflow; channels over
+the bound are shrunk toward zero (``LayerConfig.a2q``). Its candidates are
+the pairs ACT_w rejects only for some channels.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import FxpsimError, check
+from .qformat import MAX_WIDTH, QFormat, int_bits_for, quantize
+
+CONSTRAINTS = ("wc", "act-w", "act-y", "a2q")
+A2Q_MAX_SHRUNK = 0.5
+"""A2Q candidates shrink at most this share of a layer's channels (more is no solution)."""
+MAX_OPERAND_BITS = 16
+"""Widest weight or data format a candidate may use (a DSP's multiplier inputs)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LayerRanges:
+    """What the constraints need to know of one layer (float weights, profiled ranges)."""
+
+    name: str
+    W: np.ndarray  # folded float weights, dense (K, N) or conv (F, C, kh, kw)
+    b: np.ndarray
+    kind: str
+    max_abs_x: float
+    max_abs_acc: float  # profiled max |W x + b| before the activation
+
+    @property
+    def fan_in(self) -> int:
+        return int(self.W.shape[0] if self.kind == "dense" else np.prod(self.W.shape[1:]))
+
+    @property
+    def int_bits_w(self) -> int:
+        return int_bits_for(float(np.abs(self.W).max()))
+
+    @property
+    def int_bits_x(self) -> int:
+        return int_bits_for(self.max_abs_x)
+
+    @property
+    def int_bits_acc(self) -> int:
+        return int_bits_for(self.max_abs_acc)
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One eligible (BW_w, BW_d) with its formats."""
+
+    constraint: str
+    fmt_w: QFormat
+    fmt_x: QFormat
+    worst_case_acc: int | None  # largest |acc| raw any input can give (None: not bounded, ACT_y)
+    violating_channels: int = 0  # A2Q: channels shrunk to meet the bound
+
+    @property
+    def bw_w(self) -> int:
+        return self.fmt_w.width
+
+    @property
+    def bw_d(self) -> int:
+        return self.fmt_x.width
+
+
+def _channel_l1(w_raw: np.ndarray, kind: str) -> np.ndarray:
+    """Sum |w| of each output channel's (kernel's) weights; exact int64 for raw weights."""
+    a = np.abs(w_raw.astype(np.int64) if w_raw.dtype.kind in "iu" else w_raw)
+    return a.sum(axis=0) if kind == "dense" else a.reshape(a.shape[0], -1).sum(axis=1)
+
+
+def quantized_weights(layer: LayerRanges, fmt_w: QFormat, rounding="nearest-even") -> np.ndarray:
+    return quantize(layer.W, fmt_w, rounding, "clip")
+
+
+def quantized_bias(layer: LayerRanges, fmt_w: QFormat, fmt_x: QFormat, acc_bits: int,
+                   rounding="nearest-even") -> np.ndarray:
+    fl = fmt_w.frac_bits + fmt_x.frac_bits
+    return quantize(layer.b, QFormat(acc_bits - fl, fl), rounding, "clip")
+
+
+def worst_case_acc(layer: LayerRanges, fmt_w: QFormat, fmt_x: QFormat, acc_bits: int,
+                   actual_weights: bool, l1: np.ndarray | None = None) -> int:
+    """Largest |acc| raw over all inputs in ``fmt_x``: worst-case or actual weights.
+
+    ``l1``: the channels' raw-weight L1 norms if already known for ``fmt_w``.
+    """
+    x_max = -fmt_x.raw_min  # the most negative input has the largest magnitude
+    b = np.abs(quantized_bias(layer, fmt_w, fmt_x, acc_bits)).tolist()
+    if actual_weights:
+        if l1 is None:
+            l1 = _channel_l1(quantized_weights(layer, fmt_w), layer.kind)
+        return max(n * x_max + bc for n, bc in zip(l1.tolist(), b))
+    return layer.fan_in * (-fmt_w.raw_min) * x_max + max(b)
+
+
+def paper_sum(constraint: str, layer: LayerRanges, acc_bits: int, fmt_w: QFormat | None = None) -> int:
+    """BW_w + BW_d by de Bruin's equation 3 or 5 (for comparison with the exact check)."""
+    if constraint == "wc":
+        return acc_bits + 1 - math.ceil(math.log2(layer.fan_in))
+    check(fmt_w is not None, "ACT_w/WC_d's equation needs the weight format")
+    r = float(_channel_l1(quantized_weights(layer, fmt_w), layer.kind).max()) * fmt_w.lsb
+    il_w = fmt_w.int_bits - 1
+    return acc_bits - math.floor(math.log2(r)) + il_w if r > 0 else acc_bits + il_w
+
+
+def a2q_weights(layer: LayerRanges, fmt_w: QFormat, fmt_x: QFormat, acc_bits: int,
+                rounding="nearest-even") -> tuple[np.ndarray, np.ndarray]:
+    """Raw weights with every channel's L1 norm within the A2Q bound; and the violators' mask.
+
+    A violating channel's raw weights are scaled by bound / L1 and rounded
+    toward zero, which keeps its L1 norm at most the bound.
+    """
+    w = quantized_weights(layer, fmt_w, rounding)
+    b = np.abs(quantized_bias(layer, fmt_w, fmt_x, acc_bits, rounding))
+    x_max = -fmt_x.raw_min
+    bound = np.maximum(((1 << (acc_bits - 1)) - 1 - b) // x_max, 0)
+    l1 = _channel_l1(w, layer.kind)
+    bad = l1 > bound
+    if np.any(bad):
+        w_float = layer.W * 2.0 ** fmt_w.frac_bits  # the unrounded raw weights
+        l1_float = _channel_l1(w_float, layer.kind)
+        # sum |trunc(s w)| <= s sum |w| = bound when s = bound / sum |w| (floats, then trunc)
+        scale = np.where(bad, bound / np.maximum(l1_float, 1e-300), 1.0)
+        shape = (1, -1) if layer.kind == "dense" else (-1, 1, 1, 1)
+        shrunk = np.clip(np.trunc(w_float * scale.reshape(shape)), fmt_w.raw_min, fmt_w.raw_max)
+        w = np.where(bad.reshape(shape), shrunk.astype(np.int64), w)
+    return w, bad
+
+
+def candidates(constraint: str, layer: LayerRanges, acc_bits: int,
+               max_bits: int = MAX_OPERAND_BITS) -> list[Candidate]:
+    """The eligible (BW_w, BW_d) of one layer for ``acc_bits`` under ``constraint``.
+
+    WC, ACT_w and A2Q: the Pareto-maximal pairs (no operand can gain a bit
+    and stay safe); weight formats in which every weight rounds to zero are
+    no solution. ACT_y: every split of FL_w + FL_d = BW_acc - I_y.
+    """
+    check(constraint in CONSTRAINTS,
+          f"unknown constraint {constraint!r}: use one of {', '.join(CONSTRAINTS)}")
+    check(isinstance(acc_bits, int) and 1 <= acc_bits <= MAX_WIDTH,
+          f"acc bits {acc_bits!r} must be in 1..{MAX_WIDTH}")
+    out: list[Candidate] = []
+    if constraint == "act-y":
+        fl_sum = acc_bits - layer.int_bits_acc
+        for bw_w in range(1, max_bits + 1):
+            fmt_w = QFormat.from_width(bw_w, layer.int_bits_w)
+            fl_d = fl_sum - fmt_w.frac_bits
+            bw_d = layer.int_bits_x + fl_d
+            if 1 <= bw_d <= max_bits:
+                out.append(Candidate(constraint, fmt_w, QFormat(layer.int_bits_x, fl_d), None))
+        return out
+    limit = (1 << (acc_bits - 1)) - 1
+    actual = constraint != "wc"
+    best_d_prev = None
+    for bw_w in range(max_bits, 0, -1):  # fewer weight bits leave room for more data bits
+        best = None
+        fmt_w = QFormat.from_width(bw_w, layer.int_bits_w)
+        l1 = _channel_l1(quantized_weights(layer, fmt_w), layer.kind) if actual else None
+        if actual and not l1.any():
+            continue  # every weight rounds to zero: the layer would compute nothing but its bias
+        for bw_d in range(1, max_bits + 1):
+            fmt_x = QFormat.from_width(bw_d, layer.int_bits_x)
+            if fmt_w.frac_bits + fmt_x.frac_bits > acc_bits + MAX_WIDTH:
+                break
+            worst = worst_case_acc(layer, fmt_w, fmt_x, acc_bits, actual, l1)
+            if worst <= limit:
+                best = Candidate(constraint, fmt_w, fmt_x, worst)
+            elif constraint != "a2q":
+                break
+            else:
+                w, bad = a2q_weights(layer, fmt_w, fmt_x, acc_bits)
+                if bad.mean() > A2Q_MAX_SHRUNK:
+                    break
+                l1 = _channel_l1(w, layer.kind).astype(object)
+                b = np.abs(quantized_bias(layer, fmt_w, fmt_x, acc_bits)).astype(object)
+                best = Candidate(constraint, fmt_w, fmt_x, int(max(l1 * (-fmt_x.raw_min) + b)),
+                                 int(bad.sum()))
+        if best is not None and (best_d_prev is None or best.bw_d > best_d_prev):
+            out.append(best)  # Pareto-maximal: more data bits than any wider-weight pair
+            best_d_prev = best.bw_d
+    return out
+
+
+def min_acc_bits(constraint: str, layer: LayerRanges, max_bits: int = MAX_OPERAND_BITS) -> int:
+    """The narrowest BW_acc with at least one eligible solution for ``layer``."""
+    for bits in range(1, MAX_WIDTH + 1):
+        if candidates(constraint, layer, bits, max_bits):
+            return bits
+    raise FxpsimError(f"layer {layer.name}: no accumulator up to {MAX_WIDTH} bits admits a solution")

@@ -1,0 +1,518 @@
+"""The bit-exact integer datapath: dense and 2-D conv with a BW_acc accumulator.
+
+Semantics (DESIGN.md, de Bruin et al. DSD 2018): products are exact
+(FL_acc = FL_w + FL_x); the accumulator holds BW_acc bits, starts at the bias
+and is wrapped or clipped after EVERY addition, in the fixed order dense
+k = 0..K-1, conv channel -> kernel row -> kernel column (``ideal``: an
+unbounded accumulator). The output is ``shift_round(acc, FL_acc - FL_y)``,
+clipped to ``fmt_y``, then the activation, all on integers.
+
+Statistics (:class:`OverflowStats`), identical in :mod:`.reference`:
+
+- ``additions``: MACs performed, ``outputs * K`` (padded conv taps included).
+- ``overflow_count``: additions whose exact result ``acc + p`` was outside
+  the BW_acc range (so the register wrapped or saturated); 0 for ``ideal``.
+- ``outputs_affected``: outputs with at least one such addition.
+- ``max_abs_acc``: the largest ``|bias + sum_k p_k|`` over outputs, i.e. the
+  final value of an unbounded accumulator (a Python int, exact at any
+  size). It sizes accumulators: a wrap accumulator gives the ideal result
+  exactly when this fits (modular arithmetic), whatever the prefix sums did;
+  overflow_count tells whether clip saturated on the way.
+
+Fast paths, all exact (PERF-NOTES): the exact sum comes from float32 BLAS
+when every |partial sum| < 2**24, float64 when < 2**53, int64 matmul below
+2**63, Python ints beyond. Wrap is modular, so ``wrap(exact sum)`` is the
+per-step result. A cheap bound first (sum_k |x_bk w_kn| <= rowabs_b *
+colmax_n): outputs whose prefix sums provably stay in range in ANY order
+have no overflow and take the exact sum. Where it fails, an exact check
+(bias + sum of positive products <= max, bias + sum of negative products
+>= min, from T = |x| @ |w| and S) runs unless a row sample shows it
+hopeless. Only the remaining outputs run the sequential kernel (clip's
+value; both modes' overflow counts).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+
+import numba
+import numpy as np
+
+from ..errors import FxpsimError, check
+from ..qformat import MAX_WIDTH, Overflow, QFormat, Rounding, parse_overflow, parse_rounding
+from . import jit
+
+ACTIVATIONS = ("none", "relu")
+_F32_EXACT = 1 << 24
+_F64_EXACT = 1 << 53
+_I64_LIMIT = 1 << 63
+
+
+@dataclass(frozen=True, slots=True)
+class OverflowStats:
+    """Overflow statistics of one layer call (see the module docstring)."""
+
+    additions: int
+    overflow_count: int
+    outputs_affected: int
+    max_abs_acc: int
+
+
+@dataclass(frozen=True, slots=True)
+class DatapathResult:
+    """Raw outputs ``y`` (fmt_y), final accumulators ``acc`` (int64, FL_acc), stats."""
+
+    y: np.ndarray
+    acc: np.ndarray
+    stats: OverflowStats
+
+
+@dataclass(frozen=True, slots=True)
+class _Config:
+    """Validated arguments shared by the fast path and the reference twin."""
+
+    fmt_x: QFormat
+    fmt_w: QFormat
+    fmt_y: QFormat
+    acc_bits: int
+    overflow: Overflow
+    rounding: Rounding
+    activation: str
+    seed: int | None
+
+    @property
+    def acc_min(self) -> int:
+        return -(1 << (self.acc_bits - 1))
+
+    @property
+    def acc_max(self) -> int:
+        return (1 << (self.acc_bits - 1)) - 1
+
+    @property
+    def shift(self) -> int:
+        """Requantization shift FL_acc - FL_y (FL_acc = FL_w + FL_x)."""
+        return self.fmt_x.frac_bits + self.fmt_w.frac_bits - self.fmt_y.frac_bits
+
+
+# ----------------------------------------------------------------- validation
+
+def _check_operand(arr, fmt: QFormat, name: str, ndim: int, layout: str) -> np.ndarray:
+    """Integer array of ``ndim`` dims inside ``fmt``'s raw range (as qformat.check_raw, no copy)."""
+    arr = np.asarray(arr)
+    check(arr.ndim == ndim, f"{name} has shape {arr.shape}, not {ndim}-D: pass {name} as {layout}")
+    if arr.dtype.kind not in "iub":
+        raise FxpsimError(f"{name} has dtype {arr.dtype}, not integer: pass raw integers (quantize() them first)")
+    if arr.dtype.kind == "b":
+        arr = arr.astype(np.int8)
+    if arr.size:
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo < fmt.raw_min or hi > fmt.raw_max:
+            raise FxpsimError(
+                f"{name} holds raw values in [{lo}, {hi}], outside {fmt}'s range "
+                f"[{fmt.raw_min}, {fmt.raw_max}]: quantize with that format or widen it"
+            )
+    return arr
+
+
+def _max_abs_raw(fmt: QFormat) -> int:
+    return max(abs(fmt.raw_min), abs(fmt.raw_max))
+
+
+def _validate(x, w, b, fmt_x, fmt_w, fmt_y, acc_bits, overflow, rounding, activation, seed,
+              conv: bool):
+    """Check everything in Python; return ``(x, w, bias int64, cfg)`` or raise one line."""
+    fmt_x, fmt_w, fmt_y = (QFormat.parse(f) for f in (fmt_x, fmt_w, fmt_y))
+    if isinstance(acc_bits, (bool, np.bool_)) or not isinstance(acc_bits, (int, np.integer)):
+        raise FxpsimError(f"acc_bits={acc_bits!r} is not an integer: give BW_acc in bits, e.g. acc_bits=16")
+    acc_bits = int(acc_bits)
+    check(1 <= acc_bits <= MAX_WIDTH,
+          f"acc_bits={acc_bits} is outside 1..{MAX_WIDTH}: the int64 datapath holds at most "
+          f"{MAX_WIDTH} accumulator bits; choose BW_acc in that range")
+    prod = fmt_x.width + fmt_w.width
+    check(prod <= MAX_WIDTH,
+          f"product width {fmt_x.width} + {fmt_w.width} = {prod} bits ({fmt_x} x {fmt_w}) exceeds "
+          f"{MAX_WIDTH}: the exact product must fit int64; narrow the operand formats")
+    overflow = parse_overflow(overflow)
+    rounding = parse_rounding(rounding)
+    check(activation in ACTIVATIONS,
+          f"unknown activation {activation!r}: use one of {', '.join(ACTIVATIONS)}")
+    if rounding is Rounding.STOCHASTIC:
+        check(isinstance(seed, (int, np.integer)) and not isinstance(seed, (bool, np.bool_)),
+              f"stochastic rounding needs an integer seed, got seed={seed!r}: pass seed=<int> so results repeat")
+        seed = int(seed)
+    cfg = _Config(fmt_x, fmt_w, fmt_y, acc_bits, overflow, rounding, activation, seed)
+    check(abs(cfg.shift) <= MAX_WIDTH,
+          f"requantization shift FL_acc - FL_y = {cfg.shift} is beyond +-{MAX_WIDTH} bits "
+          f"({fmt_x} x {fmt_w} -> {fmt_y}): choose an output format closer to the accumulator's")
+    if conv:
+        x = _check_operand(x, fmt_x, "x", 4, "(batch, channels, height, width) NCHW")
+        w = _check_operand(w, fmt_w, "w", 4, "(filters, channels, kh, kw)")
+        check(x.shape[1] == w.shape[1],
+              f"x has {x.shape[1]} channels but w expects {w.shape[1]} (w shape {w.shape}): "
+              "w must be (filters, x channels, kh, kw)")
+        n_out = w.shape[0]
+        k = w.shape[1] * w.shape[2] * w.shape[3]
+    else:
+        x = _check_operand(x, fmt_x, "x", 2, "(batch, K)")
+        w = _check_operand(w, fmt_w, "w", 2, "(K, N)")
+        check(x.shape[1] == w.shape[0],
+              f"x has K={x.shape[1]} columns but w has {w.shape[0]} rows (w shape {w.shape}): "
+              "w must be (K, N) for x (batch, K)")
+        n_out = w.shape[1]
+        k = w.shape[0]
+    check(k >= 1, f"the reduction length K is {k}: a layer needs at least one input per output")
+    if b is None:
+        bias = np.zeros(n_out, dtype=np.int64)
+    else:
+        bias = np.asarray(b)
+        check(bias.shape == (n_out,),
+              f"bias has shape {bias.shape}, not ({n_out},): give one raw accumulator value per output")
+        if bias.dtype.kind not in "iub":
+            raise FxpsimError(f"bias has dtype {bias.dtype}, not integer: pass raw accumulator integers "
+                              "(quantize the bias with frac_bits = FL_w + FL_x)")
+        if bias.size:
+            lo, hi = int(bias.min()), int(bias.max())
+            check(cfg.acc_min <= lo and hi <= cfg.acc_max,
+                  f"bias holds raw values in [{lo}, {hi}], outside the {acc_bits}-bit accumulator's range "
+                  f"[{cfg.acc_min}, {cfg.acc_max}]: BW_acc too small to hold the bias; widen acc_bits or "
+                  "quantize the bias with fewer integer bits")
+        bias = bias.astype(np.int64)
+    if overflow is Overflow.IDEAL:
+        worst = (1 << (acc_bits - 1)) + k * _max_abs_raw(fmt_x) * _max_abs_raw(fmt_w)
+        check(worst < _I64_LIMIT,
+              f"ideal accumulation of K={k} products of {fmt_x} x {fmt_w} could reach {worst} >= 2**63: "
+              "the unbounded reference needs int64; use wrap or clip, or narrower operands")
+    return x, w, bias, cfg
+
+
+def _conv_out_size(x_shape, w_shape, stride, padding) -> tuple[int, int]:
+    for name, v, least in (("stride", stride, 1), ("padding", padding, 0)):
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < least:
+            raise FxpsimError(f"{name}={v!r} must be an integer >= {least}: e.g. stride=1, padding=0")
+    h, wd = x_shape[2] + 2 * padding, x_shape[3] + 2 * padding
+    kh, kw = w_shape[2], w_shape[3]
+    check(kh <= h and kw <= wd,
+          f"kernel {kh}x{kw} is larger than the padded input {h}x{wd}: pad more or use a smaller kernel")
+    return (h - kh) // stride + 1, (wd - kw) // stride + 1
+
+
+# ----------------------------------------------------------------- requantization
+
+_GOLDEN = 0x9E3779B97F4A7C15
+_MIX1 = 0xBF58476D1CE4E5B9
+_MIX2 = 0x94D049BB133111EB
+
+
+def stochastic_bits(seed: int, index: np.ndarray, bits: int) -> np.ndarray:
+    """``bits`` uniform bits per output: SplitMix64 of ``seed + GOLDEN * (index + 1)``.
+
+    Counter-based (no state), so any path and the reference twin agree on
+    the draw of each output; ``index`` is the output's flat C-order index.
+    """
+    idx = np.asarray(index).astype(np.uint64)
+    with np.errstate(over="ignore"):
+        z = np.uint64(seed % (1 << 64)) + np.uint64(_GOLDEN) * (idx + np.uint64(1))
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(_MIX1)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(_MIX2)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(64 - bits)).astype(np.int64)
+
+
+def requantize(acc: np.ndarray, cfg: _Config) -> np.ndarray:
+    """acc (FL_acc) -> y (fmt_y): round by the shift, clip to fmt_y, activation."""
+    v = np.ascontiguousarray(acc, dtype=np.int64)
+    s = cfg.shift
+    y_min, y_max = cfg.fmt_y.raw_min, cfg.fmt_y.raw_max
+    if cfg.rounding is not Rounding.STOCHASTIC:  # fused Numba pass (same semantics as below)
+        hi_a = y_max >> -s if s <= 0 else 0
+        lo_a = -((-y_min) >> -s) if s <= 0 else 0
+        out = np.empty(v.shape, dtype=np.int64)
+        with _threads_for(v.size * 64):
+            jit._requantize_kernel(v.reshape(-1), s, cfg.rounding.code, lo_a, hi_a, y_min, y_max,
+                                   cfg.activation == "relu", out.reshape(-1))
+        return out
+    if s <= 0:
+        hi_a = y_max >> -s  # largest acc with acc * 2**-s <= y_max
+        lo_a = -((-y_min) >> -s)  # smallest acc with acc * 2**-s >= y_min
+        y = np.where(v > hi_a, np.int64(y_max),
+                     np.where(v < lo_a, np.int64(y_min), np.clip(v, lo_a, hi_a) << np.int64(-s)))
+    else:
+        sh = np.int64(s)
+        q = v >> sh
+        rem = v - (q << sh)
+        half = np.int64(1) << (sh - 1)
+        r = cfg.rounding
+        if r is Rounding.FLOOR:
+            up = np.zeros(v.shape, dtype=bool)
+        elif r is Rounding.TOWARD_ZERO:
+            up = (rem != 0) & (v < 0)
+        elif r is Rounding.NEAREST:
+            up = (rem > half) | ((rem == half) & (v >= 0))
+        elif r is Rounding.NEAREST_EVEN:
+            up = (rem > half) | ((rem == half) & ((q & 1) == 1))
+        else:
+            up = stochastic_bits(cfg.seed, np.arange(v.size).reshape(v.shape), s) < rem
+        y = np.clip(q + up, y_min, y_max)
+    if cfg.activation == "relu":
+        y = np.maximum(y, 0)
+    return y.astype(np.int64)
+
+
+# ----------------------------------------------------------------- exact sums and bounds
+
+def _as_float(a: np.ndarray, dtype) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
+def _exact_matmul(x: np.ndarray, w: np.ndarray, bound: float) -> np.ndarray:
+    """Exact ``x @ w`` given ``bound`` >= every |partial sum| (int64, or object beyond 2**63)."""
+    if bound < _F32_EXACT:  # float result holding exact integers
+        return _as_float(x, np.float32) @ _as_float(w, np.float32)
+    if bound < _F64_EXACT:
+        return _as_float(x, np.float64) @ _as_float(w, np.float64)
+    if bound < _I64_LIMIT:
+        return x.astype(np.int64) @ w.astype(np.int64)
+    return x.astype(object) @ w.astype(object)  # beyond int64: Python ints, slow but exact
+
+
+def _max_abs(a: np.ndarray) -> int:
+    """max |a| as a Python int, without an int64 copy of ``a``."""
+    return max(-int(a.min()), int(a.max())) if a.size else 0
+
+
+_LANES = ((np.int16, 16), (np.int32, 32), (np.int64, 64))
+
+
+def _lane_plan(acc_bits: int, max_x: int, max_w: int):
+    """``(dtype, lane bits, shift x?)`` for the shifted-lane kernels, or None.
+
+    The lane kernels need every product inside the accumulator range and one
+    operand that, shifted left by ``L - BW_acc``, still fits the lane; the
+    narrowest such lane wins (PERF-NOTES: int16 -> int32 -> int64).
+    """
+    lim = (1 << (acc_bits - 1)) - 1
+    if max_x * max_w > lim:
+        return None
+    for dt, bits in _LANES:
+        top = (1 << (bits - 1)) - 1
+        if bits < acc_bits:
+            continue
+        if max_w <= lim and max_x <= top:
+            return dt, bits, False
+        if max_x <= lim and max_w <= top:
+            return dt, bits, True
+    return None
+
+
+def _sequential(x, w, bias, cfg: _Config):
+    """Run the per-step Numba kernel on all of ``x @ w``: (acc int64, counts)."""
+    m, kk = x.shape
+    n = w.shape[1]
+    max_x, max_w = _max_abs(x), _max_abs(w)
+    plan = _lane_plan(cfg.acc_bits, max_x, max_w)
+    if plan is None:  # products wider than the accumulator: plain int64 kernels
+        xl, wl, bl = (np.ascontiguousarray(a, dtype=np.int64) for a in (x, w, bias))
+        acc = np.empty((m, n), dtype=np.int64)
+        cnt = np.empty((m, n), dtype=np.int64)
+        if cfg.overflow is Overflow.CLIP:
+            jit._dense_clip_kernel(xl, wl, bl, np.int64(cfg.acc_min), np.int64(cfg.acc_max), acc, cnt)
+        else:
+            jit._dense_wrap_kernel(xl, wl, bl, np.int64(cfg.acc_min),
+                                   np.int64((1 << cfg.acc_bits) - 1), acc, cnt)
+        return acc, cnt
+    dt, bits, shift_x = plan
+    sh = bits - cfg.acc_bits
+    xl = np.ascontiguousarray(x, dtype=dt)
+    wl = np.ascontiguousarray(w, dtype=dt)
+    if shift_x:  # new arrays: never shift the caller's operands in place
+        xl = xl << dt(sh)
+    else:
+        wl = wl << dt(sh)
+    bl = np.ascontiguousarray(bias, dtype=dt) << dt(sh)
+    acc = np.empty((m, n), dtype=dt)
+    cnt = np.empty((m, n), dtype=dt if kk < (1 << (bits - 1)) else np.int64)
+    kernel = jit._dense_sat_lane_kernel if cfg.overflow is Overflow.CLIP else jit._dense_wrap_lane_kernel
+    kernel(xl, wl, bl, acc, cnt)
+    return acc.astype(np.int64) >> np.int64(sh), cnt
+
+
+def _wrap_exact(e: np.ndarray, acc_bits: int) -> np.ndarray:
+    """Two's-complement wrap of exact sums (int64 or Python-int object array)."""
+    half = 1 << (acc_bits - 1)
+    if e.dtype == object:
+        return np.array([((int(v) + half) % (2 * half)) - half for v in e.ravel()],
+                        dtype=np.int64).reshape(e.shape)
+    mask = np.int64((1 << acc_bits) - 1)
+    return ((e + np.int64(half)) & mask) - np.int64(half)
+
+
+_SMALL_WORK = 1 << 20
+"""MACs below which kernels run on one thread (waking a thread pool costs more)."""
+
+
+@contextmanager
+def _threads_for(work: int):
+    """One Numba thread for small calls; the configured count otherwise."""
+    if work >= _SMALL_WORK:
+        yield
+        return
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
+
+
+def _accumulate(x: np.ndarray, w: np.ndarray, bias: np.ndarray, cfg: _Config,
+                force_sequential: bool = False):
+    """Final accumulators of ``x (M, K) @ w (K, N) + bias`` (int64) and the stats."""
+    with _threads_for(x.shape[0] * x.shape[1] * w.shape[1]):
+        return _accumulate_impl(x, w, bias, cfg, force_sequential)
+
+
+def _accumulate_impl(x: np.ndarray, w: np.ndarray, bias: np.ndarray, cfg: _Config,
+                     force_sequential: bool = False):
+    """Final accumulators of ``x (M, K) @ w (K, N) + bias`` (int64) and the stats.
+
+    ``force_sequential`` runs every output through the per-step kernel (the
+    path the fast path is tested against).
+    """
+    m, k = x.shape
+    n = w.shape[1]
+    lo, hi = cfg.acc_min, cfg.acc_max
+    # Cheap bound first (PERF-NOTES): sum_k |x_bk w_kn| <= rowabs_b * colmax_n.
+    # float64 with a relative margin: a safe upper bound at any width.
+    margin = 1.0 + (k + 4) * 2.0 ** -50
+    rowabs = np.empty(m, dtype=np.float64)
+    exact_int = x.dtype.itemsize <= 4 and k < (1 << 30)  # |x| < 2**32: int64 sums cannot overflow
+    jit._abs_row_sums(np.ascontiguousarray(x), exact_int, rowabs)
+    rowabs *= margin
+    colmax = np.abs(w.astype(np.float64)).max(axis=0, initial=0.0) * margin
+    bound = float(rowabs.max(initial=0.0)) * float(colmax.max(initial=0.0)) * margin
+    s = _exact_matmul(x, w, bound)
+    if s.dtype != object and bound + 2.0 ** (cfg.acc_bits - 1) >= 2.0 ** 63 / margin:
+        s = s.astype(np.int64).astype(object)  # bias + s could leave int64: Python ints
+    if s.dtype == object:
+        e = s + bias.astype(object)
+        max_abs = int(np.abs(e).max()) if e.size else 0
+    else:
+        e = np.empty((m, n), dtype=np.int64)
+        row_max = np.zeros(m, dtype=np.int64)
+        jit._add_bias_kernel(s, bias, e, row_max)
+        max_abs = int(row_max.max(initial=0))
+    stats = partial(OverflowStats, m * n * k)
+    if cfg.overflow is Overflow.IDEAL:  # validation guarantees every sum fits int64
+        return (e.astype(np.int64) if e.dtype == object else e), stats(0, 0, max_abs)
+    if force_sequential:
+        acc, counts = _sequential(x, w, bias, cfg)
+        return acc, stats(int(counts.sum(dtype=np.int64)), int((counts > 0).sum()), max_abs)
+
+    # Per-output risk: some prefix sum may leave [lo, hi] (in some order) when
+    # bias + cheap > hi or bias - cheap < lo, i.e. cheap > room = min(hi - b, b - lo).
+    room = np.minimum(hi - bias, bias - lo).astype(np.float64)
+    if np.all(float(rowabs.max(initial=0.0)) * colmax * margin <= room):
+        # no output can overflow: the exact sum is every mode's answer, no counts
+        acc = e if e.dtype != object else _wrap_exact(e, 63)  # values are in range
+        return acc, stats(0, 0, max_abs)
+    risky = np.outer(rowabs, colmax * margin) > room
+    if bound < _F64_EXACT:
+        definite = risky & ((e > hi) | (e < lo)).astype(bool)  # the full sum is out of range
+        open_ = risky & ~definite
+        if open_.any() and _exact_check_pays(x, w, s, bias, open_, bound, lo, hi):
+            rows = np.flatnonzero(open_.any(axis=1))
+            cols = np.flatnonzero(open_.any(axis=0))
+            sub = np.ix_(rows, cols)
+            safe = _provably_safe(x[rows], w[:, cols], s[sub], bias[cols], bound, lo, hi)
+            risky[sub] &= ~safe
+    counts = np.zeros((m, n), dtype=np.int64)
+    if cfg.overflow is Overflow.WRAP:
+        acc = _wrap_exact(e, cfg.acc_bits)  # modular: wrapping once == wrapping every step
+    elif risky.all():
+        acc = None  # every value comes from the sequential kernel
+    else:
+        acc = e if e.dtype != object else _wrap_exact(e, 63)  # safe outputs are in range
+    if risky.all():  # e.g. BW_acc 16 on 8-bit data (PERF-NOTES): no gathering
+        sacc, counts = _sequential(x, w, bias, cfg)
+        if cfg.overflow is Overflow.CLIP:
+            acc = sacc
+    elif risky.any():
+        rows = np.flatnonzero(risky.any(axis=1))
+        cols = np.flatnonzero(risky.any(axis=0))
+        sacc, scnt = _sequential(x[rows], w[:, cols], bias[cols], cfg)
+        counts[np.ix_(rows, cols)] = scnt
+        if cfg.overflow is Overflow.CLIP:
+            acc[np.ix_(rows, cols)] = sacc
+    return acc, stats(int(counts.sum(dtype=np.int64)), int((counts > 0).sum()), max_abs)
+
+
+def _provably_safe(x, w, s, bias, bound, lo, hi) -> np.ndarray:
+    """Outputs whose every prefix stays in [lo, hi] in any order (needs bound < 2**53).
+
+    With T = |x| @ |w| and S = x @ w (both exact): sum of positive products
+    = (T + S) / 2, of negative products = (S - T) / 2.
+    """
+    dt = np.float32 if bound < _F32_EXACT else np.float64
+    t = _exact_matmul(np.abs(x.astype(dt)), np.abs(w.astype(dt)), bound)
+    s = s.astype(np.int64)
+    return (bias + (t + s) // 2 <= hi) & (bias + (s - t) // 2 >= lo)
+
+
+def _exact_check_pays(x, w, s, bias, open_, bound, lo, hi, sample=256) -> bool:
+    """Skip the exact check when hopeless (PERF-NOTES): try it on a row sample first."""
+    m = x.shape[0]
+    if m <= 2 * sample:
+        return True
+    rows = np.linspace(0, m - 1, sample).astype(np.int64)
+    sub = open_[rows]
+    cols = np.flatnonzero(sub.any(axis=0))
+    if cols.size == 0:
+        return True
+    safe = _provably_safe(x[rows], w[:, cols], s[rows][:, cols], bias[cols], bound, lo, hi)
+    return bool((safe & sub[:, cols]).sum() >= 0.05 * sub[:, cols].sum())
+
+
+# ----------------------------------------------------------------- public API
+
+def dense(x, w, b=None, *, fmt_x, fmt_w, fmt_y, acc_bits, overflow="wrap",
+          rounding="nearest-even", activation="none", seed=None) -> DatapathResult:
+    """Bit-exact dense layer: ``y = act(requant(acc))``, acc over k = 0..K-1.
+
+    ``x`` (B, K) raw ints of fmt_x, ``w`` (K, N) raw ints of fmt_w, ``b`` (N,)
+    raw ints in the accumulator format (FL_w + FL_x, BW_acc bits) or None.
+    ``overflow`` wrap | clip | ideal applies after every addition (de Bruin
+    DSD 2018). Stochastic rounding needs ``seed``. See the module docstring.
+    """
+    x, w, bias, cfg = _validate(x, w, b, fmt_x, fmt_w, fmt_y, acc_bits, overflow, rounding,
+                                activation, seed, conv=False)
+    acc, stats = _accumulate(x, w, bias, cfg)
+    return DatapathResult(requantize(acc, cfg), acc, stats)
+
+
+def im2col(x: np.ndarray, kh: int, kw: int, stride: int, padding: int, oh: int, ow: int) -> np.ndarray:
+    """Patches (B*OH*OW, C*kh*kw) with columns in accumulation order c, i, j."""
+    dt = x.dtype if x.dtype.kind == "i" else np.int64
+    out = np.empty((x.shape[0] * oh * ow, x.shape[1] * kh * kw), dtype=dt)
+    jit._im2col_kernel(np.ascontiguousarray(x, dtype=dt), kh, kw, stride, padding, out)
+    return out
+
+
+def conv2d(x, w, b=None, *, stride=1, padding=0, fmt_x, fmt_w, fmt_y, acc_bits, overflow="wrap",
+           rounding="nearest-even", activation="none", seed=None) -> DatapathResult:
+    """Bit-exact 2-D convolution, NCHW, zero padding, order channel -> row -> column.
+
+    ``x`` (B, C, H, W), ``w`` (F, C, kh, kw), ``b`` (F,) in the accumulator
+    format. Computed as im2col + the dense datapath (same per-step order).
+    """
+    x, w, bias, cfg = _validate(x, w, b, fmt_x, fmt_w, fmt_y, acc_bits, overflow, rounding,
+                                activation, seed, conv=True)
+    oh, ow = _conv_out_size(x.shape, w.shape, stride, padding)
+    f, _, kh, kw = w.shape
+    with _threads_for(x.size * kh * kw * 8):
+        cols = im2col(x, kh, kw, int(stride), int(padding), oh, ow)
+    wm = np.ascontiguousarray(w.reshape(f, -1).T)
+    acc2, stats = _accumulate(cols, wm, bias, cfg)
+    acc = np.ascontiguousarray(acc2.reshape(x.shape[0], oh, ow, f).transpose(0, 3, 1, 2))
+    return DatapathResult(requantize(acc, cfg), acc, stats)

@@ -1,0 +1,463 @@
+"""The sparse integer datapath: a Dense layer run from EIE's per-PE CSC (Han et al., ISCA 2016).
+
+``y = act(requant(b + sum_k x[k] * W[k, n]))`` on raw ints, exactly the
+dense datapath of DESIGN.md (``fxpsim.kernels.datapath.dense``) on the
+pruned weights: bias as the initial accumulator, BW_acc bits with FL_acc =
+FL_w + FL_x, wrap / clip after EVERY addition (``ideal``: unbounded), then
+shift by FL_acc - FL_y with the layer's rounding, clip to fmt_y, activation.
+
+Why it is bit-exact with the dense order k = 0..K-1 although it skips work:
+every output row lives in exactly one PE and the input activations are
+broadcast in increasing index k, so the additions into one accumulator
+happen in the dense order with the zero terms left out. A zero term never
+changes the register: for an in-range ``acc``, ``acc + 0 = acc`` is in
+range, so neither wrap nor clip acts and no overflow is counted. Hence
+skipping zero weights (not stored) and zero activations (EIE's leading
+non-zero detection) changes neither ``y``, ``acc`` nor the statistics.
+
+Execution, EIE's order: for each non-zero activation ``x[k]`` (column k of
+the EIE matrix ``W.T``) every PE walks its stored entries of column k,
+decoding the relative indices into rows (``pos += z + 1``, row = ``pos *
+n_pes + p``); padding entries take a cycle and add nothing. The relative
+indices are decoded once per call into a column schedule
+(:func:`column_schedule`), what the PEs compute on the fly. Two engines give
+identical results: ``vector`` (one input vector at a time, int64, any
+width) and ``lanes`` (64 vectors side by side in float32/float64 lanes,
+exact while every value stays below 2**24 / 2**53; a column is skipped when
+all 64 activations are zero, the remaining zero products add 0).
+
+Timing (:class:`PEStats`): PE ``p`` spends one cycle per stored entry
+(padding included) of each column whose activation is non-zero. Queued
+model (a FIFO per PE, EIE/ESE): a vector takes the busiest PE's cycles;
+lock-step per column: ``sum_k max_p entries[p, k]``. Totals over the batch
+are sums over vectors (vectors run one after another).
+
+Statistics are :class:`fxpsim.kernels.datapath.OverflowStats` with the
+dense datapath's meaning, except ``additions``: here the additions actually
+performed (non-zero weight x non-zero activation), not ``outputs * K``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from ..errors import check
+from ..kernels.datapath import OverflowStats, stochastic_bits
+from ..qformat import Overflow, QFormat, Rounding, check_raw, parse_overflow, parse_rounding
+from .csc import CSCEncoding, entry_columns, entry_rows
+from .pe import load_imbalance
+
+ACTIVATIONS = ("none", "relu")
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class PEStats:
+    """EIE timing of one layer over a batch (one stored entry per PE per cycle)."""
+
+    entries: np.ndarray
+    """(n_pes,) entries processed over the batch, padding included (= busy cycles)."""
+    padding: np.ndarray
+    """(n_pes,) of those, padding entries."""
+    queued_cycles: int
+    """Sum over vectors of the busiest PE's entries (a FIFO per PE)."""
+    lockstep_cycles: int
+    """Sum over vectors and non-zero activations of ``max_p entries[p, k]``."""
+
+    @property
+    def total_cycles(self) -> int:
+        """Layer cycles under the queued model (EIE/ESE): the busiest PE, per vector."""
+        return self.queued_cycles
+
+    @property
+    def load_imbalance(self) -> float:
+        """max / mean of the PEs' entries (1.0 = balanced)."""
+        return load_imbalance(self.entries)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class SparseResult:
+    """Outputs of :func:`sparse_dense`: those of the dense datapath plus the PE timing."""
+
+    y: np.ndarray
+    acc: np.ndarray
+    stats: OverflowStats
+    pe: PEStats
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ColumnSchedule:
+    """The work per broadcast activation, decoded from a :class:`CSCEncoding`.
+
+    Column k's non-zero weights are ``vals[ptr[k]:ptr[k+1]]`` at output rows
+    ``rows[...]`` (all PEs, padding dropped); ``entries`` (K, n_pes) counts each
+    PE's stored entries of column k (padding included), ``padding`` likewise.
+    """
+
+    ptr: np.ndarray
+    rows: np.ndarray
+    vals: np.ndarray
+    entries: np.ndarray
+    padding: np.ndarray
+
+
+def column_schedule(enc: CSCEncoding) -> ColumnSchedule:
+    """Decode the relative indices of ``enc`` into a per-column schedule."""
+    rows, cols = entry_rows(enc), entry_columns(enc)
+    real = enc.values != 0
+    order = np.argsort(cols[real], kind="stable")
+    n_cols = enc.shape[1]
+    pe = np.repeat(np.arange(enc.n_pes), enc.pe_entries)
+    entries = np.zeros((n_cols, enc.n_pes), np.int64)
+    np.add.at(entries, (cols, pe), 1)
+    padding = np.zeros((n_cols, enc.n_pes), np.int64)
+    np.add.at(padding, (cols[~real], pe[~real]), 1)
+    ptr = np.zeros(n_cols + 1, np.int64)
+    ptr[1:] = np.cumsum(np.bincount(cols[real], minlength=n_cols))
+    return ColumnSchedule(ptr, rows[real][order], np.asarray(enc.values[real][order], np.int64),
+                          entries, padding)
+
+
+@njit(cache=True, inline="always")
+def _requant(a, shift, rnd, y_lo, y_hi, relu):  # pragma: no cover - jitted
+    """Deterministic requantization as ``datapath.requantize`` (codes in Rounding order)."""
+    if shift <= 0:
+        hi_a = y_hi >> -shift
+        lo_a = -((-y_lo) >> -shift)
+        if a > hi_a:
+            q = y_hi
+        elif a < lo_a:
+            q = y_lo
+        else:
+            q = a << -shift
+    else:
+        q = a >> shift
+        rem = a - (q << shift)
+        half = np.int64(1) << (shift - 1)
+        if rnd == 0:  # nearest-even
+            q += (rem > half) | ((rem == half) & ((q & 1) == 1))
+        elif rnd == 1:  # nearest, ties away from zero
+            q += (rem > half) | ((rem == half) & (a >= 0))
+        elif rnd == 3:  # toward zero
+            q += (rem != 0) & (a < 0)
+        q = min(max(q, y_lo), y_hi)
+    if relu:
+        q = max(q, 0)
+    return q
+
+
+@njit(cache=True, parallel=True)
+def _eie_kernel(x, ptr, rows, vals, entries, bias, lo, hi, mode, shift, rnd, y_lo, y_hi, relu,
+                acc_out, y_out, th_stats, th_pe, th_active):  # pragma: no cover - jitted
+    """One vector at a time, non-zero activations only, k ascending (module docstring).
+
+    mode 0 wrap, 1 clip, 2 plain sums (ideal, or wrap/clip proven never to act);
+    rnd < 0 leaves ``y_out`` to the caller.
+    Per thread t: ``th_stats[t]`` = (overflows, outputs affected, max |exact
+    sum|, queued cycles, lock-step cycles), ``th_pe[t, p]`` = PE p's entries,
+    ``th_active[t, k]`` = vectors with a non-zero activation k.
+    """
+    n_b, n_k = x.shape
+    n_out = bias.size
+    n_pes = entries.shape[1]
+    n_threads = th_stats.shape[0]
+    mask = hi - lo
+    emax = np.zeros(n_k, np.int64)
+    for k in range(n_k):
+        for p in range(n_pes):
+            emax[k] = max(emax[k], entries[k, p])
+    for t in prange(n_threads):
+        cnt = np.empty(n_out, np.int64)
+        ex = np.empty(n_out, np.int64)
+        nz = np.empty(n_k, np.int64)
+        pc = np.empty(n_pes, entries.dtype)
+        pe_tot = th_pe[t]
+        active = th_active[t]
+        n_ovf = 0
+        n_aff = 0
+        mx = 0
+        queued = 0
+        lock = 0
+        for b in range(t, n_b, n_threads):
+            acc = acc_out[b]
+            for r in range(n_out):
+                acc[r] = bias[r]
+                ex[r] = bias[r]
+                cnt[r] = 0
+            xb = x[b]
+            n_nz = 0
+            for k in range(n_k):  # leading non-zero detection, branch-free
+                nz[n_nz] = k
+                on = xb[k] != 0
+                n_nz += on
+                active[k] += on
+            for p in range(n_pes):
+                pc[p] = 0
+            for i in range(n_nz):
+                k = nz[i]
+                ek = entries[k]
+                for p in range(n_pes):
+                    pc[p] += ek[p]
+                lock += emax[k]
+                a = np.int64(xb[k])
+                for e in range(ptr[k], ptr[k + 1]):
+                    r = rows[e]
+                    prod = a * vals[e]
+                    s = acc[r] + prod
+                    if mode == 2:  # ideal, or no prefix sum can leave the range
+                        acc[r] = s
+                        continue
+                    ex[r] += prod
+                    if mode == 0:
+                        u = ((s - lo) & mask) + lo
+                    else:
+                        u = min(max(s, lo), hi)
+                    cnt[r] += s != u
+                    acc[r] = u
+            busiest = 0
+            for p in range(n_pes):
+                pe_tot[p] += pc[p]
+                busiest = max(busiest, pc[p])
+            queued += busiest
+            for r in range(n_out):
+                n_ovf += cnt[r]
+                n_aff += cnt[r] > 0
+                mx = max(mx, abs(acc[r] if mode == 2 else ex[r]))
+                if rnd >= 0:
+                    y_out[b, r] = _requant(acc[r], shift, rnd, y_lo, y_hi, relu)
+        th_stats[t, 0] = n_ovf
+        th_stats[t, 1] = n_aff
+        th_stats[t, 2] = mx
+        th_stats[t, 3] = queued
+        th_stats[t, 4] = lock
+
+
+@njit(cache=True, parallel=True)
+def _lanes_kernel(x, ptr, rows, vals, entries, bias, lo, hi, span, inv, mode, lanes, shift, rnd, y_lo, y_hi,
+                  relu, acc_out, y_out, blk_stats, blk_pe, blk_active):  # pragma: no cover - jitted
+    """``lanes`` vectors at a time in float lanes, exact because every value stays below
+    2**24 (float32) or 2**53 (float64), checked by the caller; a column is skipped when
+    the activations of all lanes are 0, other zero products add 0 (no effect).
+
+    mode 0 wrap, 1 clip, 2 plain sums. Per output the additions run in increasing k.
+    Per block: ``blk_stats`` = (overflows, outputs affected, max |exact sum|, queued
+    cycles, lock-step cycles), ``blk_pe`` PE entries, ``blk_active`` non-zero activations.
+    """
+    n_b, n_k = x.shape
+    n_out = bias.size
+    n_blocks = (n_b + lanes - 1) // lanes
+    ft = vals.dtype
+    n_pes = entries.shape[1]
+    emax = np.zeros(n_k, np.int64)
+    for k in range(n_k):
+        for p in range(n_pes):
+            emax[k] = max(emax[k], entries[k, p])
+    for blk in prange(n_blocks):
+        b0 = blk * lanes
+        nl = min(lanes, n_b - b0)
+        acc = np.empty((n_out, lanes), ft)
+        cnt = np.zeros((n_out, lanes), ft)
+        ex = np.empty((n_out, lanes), ft)
+        xb = np.zeros((n_k, lanes), ft)
+        pc = np.empty(n_pes, entries.dtype)
+        pe_tot = blk_pe[blk]
+        active = blk_active[blk]
+        queued = 0
+        lock = 0
+        for l in range(nl):  # transpose the block; EIE timing of each vector on the way
+            for p in range(n_pes):
+                pc[p] = 0
+            for k in range(n_k):
+                v = x[b0 + l, k]
+                xb[k, l] = v
+                if v != 0:
+                    active[k] += 1
+                    lock += emax[k]
+                    ek = entries[k]
+                    for p in range(n_pes):
+                        pc[p] += ek[p]
+            busiest = 0
+            for p in range(n_pes):
+                pe_tot[p] += pc[p]
+                busiest = max(busiest, pc[p])
+            queued += busiest
+        for r in range(n_out):
+            for l in range(lanes):
+                acc[r, l] = bias[r]
+                ex[r, l] = bias[r]
+        for k in range(n_k):
+            xk = xb[k]
+            on = False
+            for l in range(nl):
+                on |= xk[l] != 0
+            if not on:
+                continue
+            for e in range(ptr[k], ptr[k + 1]):
+                r = rows[e]
+                ar = acc[r]
+                v = vals[e]
+                if mode == 2:
+                    for l in range(lanes):
+                        ar[l] += v * xk[l]
+                    continue
+                cr = cnt[r]
+                er = ex[r]
+                if mode == 0:
+                    for l in range(lanes):
+                        p = v * xk[l]
+                        s = ar[l] + p
+                        t = s - span * np.floor((s - lo) * inv)
+                        cr[l] += s != t
+                        er[l] += p
+                        ar[l] = t
+                else:
+                    for l in range(lanes):
+                        p = v * xk[l]
+                        s = ar[l] + p
+                        t = min(max(s, lo), hi)
+                        cr[l] += s != t
+                        er[l] += p
+                        ar[l] = t
+        n_ovf = 0
+        n_aff = 0
+        mx = 0
+        for l in range(nl):
+            for r in range(n_out):
+                a = np.int64(acc[r, l])
+                acc_out[b0 + l, r] = a
+                c = np.int64(cnt[r, l])
+                n_ovf += c
+                n_aff += c > 0
+                mx = max(mx, abs(a if mode == 2 else np.int64(ex[r, l])))
+                if rnd >= 0:
+                    y_out[b0 + l, r] = _requant(a, shift, rnd, y_lo, y_hi, relu)
+        blk_stats[blk, 0] = n_ovf
+        blk_stats[blk, 1] = n_aff
+        blk_stats[blk, 2] = mx
+        blk_stats[blk, 3] = queued
+        blk_stats[blk, 4] = lock
+
+
+ENGINES = ("auto", "lanes", "vector")
+
+
+def sparse_dense(x, enc: CSCEncoding, b=None, *, fmt_x, fmt_w, fmt_y, acc_bits: int,
+                 overflow="wrap", rounding="nearest-even", activation="none", seed=None,
+                 schedule: ColumnSchedule | None = None, engine: str = "auto",
+                 lanes: int = 64) -> SparseResult:
+    """A Dense layer run from its CSC/PE encoding; bit-exact with ``fxpsim.kernels`` ``dense``.
+
+    ``x`` (B, K) raw ints of ``fmt_x``; ``enc = encode(eie_matrix(W), n_pes,
+    index_bits)`` of the raw pruned weights ``W`` (K, N) of ``fmt_w`` (the
+    EIE matrix is ``W.T``); ``b`` (N,) raw ints in the accumulator format
+    (FL_acc = FL_w + FL_x, ``acc_bits`` bits) or None. ``schedule`` (from
+    :func:`column_schedule`) may be passed to reuse the decoding.
+
+    ``engine``: ``vector`` runs EIE's loop one input vector at a time on
+    int64 (any width); ``lanes`` runs ``lanes`` vectors side by side in
+    float32/float64 lanes, exact while every value stays below 2**24 / 2**53;
+    ``auto`` takes ``lanes`` when it is exact. When no prefix sum can leave
+    the accumulator (``|b| + max|x| * sum_k |W[k, n]|`` fits), wrap and clip
+    cannot act and both engines add without per-step checks. Same results.
+    """
+    fmt_x, fmt_w, fmt_y = (QFormat.parse(f) for f in (fmt_x, fmt_w, fmt_y))
+    mode = parse_overflow(overflow)
+    rounding = parse_rounding(rounding)
+    check(activation in ACTIVATIONS,
+          f"unknown activation {activation!r}: use one of {', '.join(ACTIVATIONS)}")
+    check(engine in ENGINES, f"engine={engine!r} is not one of {', '.join(ENGINES)}")
+    check(isinstance(lanes, (int, np.integer)) and lanes >= 1, f"lanes={lanes!r} must be an integer >= 1")
+    check(isinstance(enc, CSCEncoding), "enc is not a CSCEncoding: build it with fxpsim.sparse.csc.encode")
+    if rounding is Rounding.STOCHASTIC:
+        check(isinstance(seed, (int, np.integer)) and not isinstance(seed, (bool, np.bool_)),
+              f"stochastic rounding needs an integer seed, got seed={seed!r}: pass seed=<int> so results repeat")
+    n_out, n_in = enc.shape
+    x = np.asarray(x)
+    if x.dtype.kind not in "iu" or x.dtype == np.uint64:
+        x = check_raw(x, fmt_x, "x")  # converts bools, rejects floats with the usual message
+    check(x.ndim == 2 and x.shape[1] == n_in,
+          f"x of shape {x.shape} does not fit the layer's {n_in} inputs: pass (batch, {n_in})")
+    x_lo, x_hi = (int(x.min()), int(x.max())) if x.size else (0, 0)
+    if x_lo < fmt_x.raw_min or x_hi > fmt_x.raw_max:
+        check_raw(x, fmt_x, "x")  # raises the usual out-of-range message
+    check(enc.values.dtype.kind in "iu", "the CSC values are not raw integers: encode the quantized weights")
+    check(isinstance(acc_bits, (int, np.integer)) and not isinstance(acc_bits, bool) and 1 <= acc_bits <= 62,
+          f"acc_bits={acc_bits!r} is outside 1..62: give BW_acc in bits, e.g. acc_bits=16")
+    acc_bits = int(acc_bits)
+    lo, hi = -(1 << (acc_bits - 1)), (1 << (acc_bits - 1)) - 1
+    bias = np.zeros(n_out, np.int64) if b is None else np.asarray(b)
+    check(bias.shape == (n_out,) and bias.dtype.kind in "iu",
+          f"bias of shape {bias.shape} and dtype {bias.dtype} does not fit: give {n_out} raw accumulator ints")
+    bias = bias.astype(np.int64)
+    check(bias.size == 0 or (int(bias.min()) >= lo and int(bias.max()) <= hi),
+          f"bias leaves the {acc_bits}-bit accumulator range [{lo}, {hi}]: widen acc_bits")
+    max_x = max(abs(fmt_x.raw_min), abs(fmt_x.raw_max))
+    max_w = max(abs(fmt_w.raw_min), abs(fmt_w.raw_max))
+    check((1 << (acc_bits - 1)) + max(n_in, 1) * max_x * max_w < (1 << 63),
+          f"K={n_in} products of {fmt_x} x {fmt_w} could leave int64 in the exact sum: "
+          "use the dense datapath or narrower operands")
+    shift = fmt_w.frac_bits + fmt_x.frac_bits - fmt_y.frac_bits
+    check(abs(shift) <= 62, f"requantization shift {shift} is beyond +-62 bits: choose fmt_y closer to FL_acc")
+    sched = column_schedule(enc) if schedule is None else schedule
+    check_raw(sched.vals, fmt_w, "CSC values")
+
+    # Bounds (float64 with a relative margin: safe at any width): every |exact partial sum|
+    # <= bound; the adder's inputs stay below peak.
+    max_abs_x = max(-x_lo, x_hi)
+    max_abs_w = int(np.abs(sched.vals).max(initial=0))
+    row_abs = np.zeros(n_out, np.float64)
+    np.add.at(row_abs, sched.rows, np.abs(sched.vals).astype(np.float64))
+    margin = 1.0 + 2.0 ** -40
+    bound = float((np.abs(bias) + float(max_abs_x) * row_abs).max(initial=0.0)) * margin
+    plain = mode is Overflow.IDEAL or bound < hi
+    kernel_mode = 2 if plain else mode.code
+    peak = bound if plain else max(bound, 2.0 ** acc_bits + float(max_abs_x) * max_abs_w * margin)
+    lane_dt = np.float32 if peak < 2.0 ** 24 else np.float64 if peak < 2.0 ** 53 else None
+    check(engine != "lanes" or lane_dt is not None,
+          "engine='lanes' is not exact here (values reach 2**53): use engine='vector' or 'auto'")
+    use_lanes = engine == "lanes" or (engine == "auto" and lane_dt is not None)
+
+    n_b = x.shape[0]
+    acc = np.empty((n_b, n_out), np.int64)
+    y = np.empty((n_b, n_out), np.int64)
+    stochastic = rounding is Rounding.STOCHASTIC and shift > 0  # shift <= 0: no rounding
+    rnd = -1 if stochastic else rounding.code
+    relu = activation == "relu"
+    if use_lanes:
+        n_blocks = (n_b + int(lanes) - 1) // int(lanes)
+        blk = np.zeros((n_blocks, 5), np.int64)
+        blk_pe = np.zeros((n_blocks, enc.n_pes), np.int64)
+        blk_active = np.zeros((n_blocks, n_in), np.int64)
+        ent = sched.entries.astype(np.int32 if sched.entries.sum() < 2**31 else np.int64)  # narrow lanes
+        _lanes_kernel(x, sched.ptr, sched.rows, sched.vals.astype(lane_dt), ent, bias.astype(lane_dt),
+                      lane_dt(lo), lane_dt(hi), lane_dt(2.0 ** acc_bits), lane_dt(2.0 ** -acc_bits),
+                      kernel_mode, int(lanes),
+                      shift, rnd, fmt_y.raw_min, fmt_y.raw_max, relu, acc, y, blk, blk_pe, blk_active)
+        active_k = blk_active.sum(axis=0)  # vectors whose activation k is non-zero
+        pe = PEStats(entries=blk_pe.sum(axis=0), padding=active_k @ sched.padding,
+                     queued_cycles=int(blk[:, 3].sum()), lockstep_cycles=int(blk[:, 4].sum()))
+        n_ovf, n_aff, max_abs = int(blk[:, 0].sum()), int(blk[:, 1].sum()), int(blk[:, 2].max(initial=0))
+    else:
+        threads = numba.get_num_threads()
+        th_stats = np.zeros((threads, 5), np.int64)
+        th_pe = np.zeros((threads, enc.n_pes), np.int64)
+        th_active = np.zeros((threads, n_in), np.int64)
+        _eie_kernel(x, sched.ptr, sched.rows, sched.vals, sched.entries, bias, lo, hi, kernel_mode,
+                    shift, rnd, fmt_y.raw_min, fmt_y.raw_max, relu, acc, y, th_stats, th_pe, th_active)
+        active_k = th_active.sum(axis=0)  # vectors whose activation k is non-zero
+        pe = PEStats(entries=th_pe.sum(axis=0), padding=active_k @ sched.padding,
+                     queued_cycles=int(th_stats[:, 3].sum()), lockstep_cycles=int(th_stats[:, 4].sum()))
+        n_ovf, n_aff, max_abs = int(th_stats[:, 0].sum()), int(th_stats[:, 1].sum()), int(th_stats[:, 2].max())
+    if stochastic:  # the dense datapath's counter-based draw per flat output index
+        q = acc >> np.int64(shift)
+        rem = acc - (q << np.int64(shift))
+        up = stochastic_bits(int(seed), np.arange(acc.size).reshape(acc.shape), shift) < rem
+        y = np.clip(q + up, fmt_y.raw_min, fmt_y.raw_max)
+        if relu:
+            y = np.maximum(y, 0)
+    stats = OverflowStats(int((active_k @ (sched.entries - sched.padding)).sum()),
+                          0 if plain else n_ovf, 0 if plain else n_aff, max_abs)
+    return SparseResult(y, acc, stats, pe)

@@ -1,0 +1,315 @@
+"""The integer datapath: kernels == reference twin, fast paths == sequential kernel.
+
+Three kinds (STYLE.md): kernel == plain-Python reference on random formats
+and shapes (hypothesis), fast path == per-step kernel, and edge cases with
+hand-computed results. Bad input: one line, the same from both twins.
+"""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fxpsim.errors import FxpsimError
+from fxpsim.kernels import conv2d, datapath, dense
+from fxpsim.kernels import reference as ref
+from fxpsim.qformat import QFormat, Rounding, shift_round
+from strategies import conv_case_st, dense_case_st, deterministic_rounding_st
+
+
+def assert_same(a, b):
+    np.testing.assert_array_equal(a.y, b.y)
+    np.testing.assert_array_equal(a.acc, b.acc)
+    assert a.y.dtype == b.y.dtype == np.int64 and a.acc.dtype == np.int64
+    assert a.stats == b.stats
+
+
+def both_paths(x, w, b, kwargs):
+    """(fast path, every output through the per-step kernel) accumulators and stats."""
+    x, w, bias, cfg = datapath._validate(x, w, b, conv=False, **{
+        k: kwargs.get(k, d) for k, d in (("fmt_x", None), ("fmt_w", None), ("fmt_y", None),
+                                         ("acc_bits", None), ("overflow", "wrap"),
+                                         ("rounding", "nearest-even"), ("activation", "none"),
+                                         ("seed", None))})
+    return (datapath._accumulate(x, w, bias, cfg),
+            datapath._accumulate(x, w, bias, cfg, force_sequential=True))
+
+
+# ----------------------------------------------------------------- kernel == reference
+
+@given(dense_case_st())
+def test_dense_matches_reference(case):
+    x, w, b, kwargs = case
+    before = [np.copy(a) for a in (x, w, b) if a is not None]
+    assert_same(dense(x, w, b, **kwargs), ref.dense(x, w, b, **kwargs))
+    for a, a0 in zip([a for a in (x, w, b) if a is not None], before):
+        np.testing.assert_array_equal(a, a0)  # operands are never modified
+
+
+@given(conv_case_st())
+def test_conv2d_matches_reference(case):
+    x, w, b, kwargs = case
+    assert_same(conv2d(x, w, b, **kwargs), ref.conv2d(x, w, b, **kwargs))
+
+
+@settings(max_examples=60)
+@given(dense_case_st(max_batch=700, max_k=300, max_n=8))
+def test_fast_path_equals_sequential_kernel(case):
+    x, w, b, kwargs = case
+    if kwargs["overflow"] == "ideal":
+        kwargs["overflow"] = "clip"
+    (acc_f, st_f), (acc_s, st_s) = both_paths(x, w, b, kwargs)
+    np.testing.assert_array_equal(acc_f, acc_s)
+    assert st_f == st_s
+
+
+@pytest.mark.parametrize("overflow", ["wrap", "clip"])
+@pytest.mark.parametrize("wx,ww,acc_bits", [(31, 31, 62), (30, 28, 40), (26, 26, 62), (20, 12, 33)])
+def test_wide_operands_match_reference(wx, ww, acc_bits, overflow):
+    """Products up to 62 bits: int64 matmul and Python-int sums beyond int64 stay exact."""
+    rng = np.random.default_rng(wx * 100 + ww)
+    fx, fw = QFormat(wx, 0), QFormat(ww, 0)
+    x = rng.integers(fx.raw_min, fx.raw_max, (3, 9), endpoint=True)
+    w = rng.integers(fw.raw_min, fw.raw_max, (9, 4), endpoint=True)
+    x[0] = fx.raw_min
+    w[:, 0] = fw.raw_min
+    kwargs = dict(fmt_x=fx, fmt_w=fw, fmt_y=QFormat(20, 0), acc_bits=acc_bits, overflow=overflow)
+    res = dense(x, w, None, **kwargs)
+    assert_same(res, ref.dense(x, w, None, **kwargs))
+    (acc_f, st_f), (acc_s, st_s) = both_paths(x, w, None, kwargs)
+    np.testing.assert_array_equal(acc_f, acc_s)
+    assert st_f == st_s
+
+
+@pytest.mark.parametrize("bound", [10.0, 2.0**30, 2.0**60, 2.0**70])
+def test_exact_matmul_every_branch(bound):
+    rng = np.random.default_rng(1)
+    x = rng.integers(-100, 100, (5, 7))
+    w = rng.integers(-100, 100, (7, 3))
+    got = datapath._exact_matmul(x, w, bound)
+    np.testing.assert_array_equal(got.astype(np.int64), x @ w)
+
+
+# ----------------------------------------------------------------- fast path internals
+
+def test_only_risky_outputs_go_sequential(monkeypatch):
+    """Columns with large weights are risky; the rest take the exact BLAS sum."""
+    rng = np.random.default_rng(2)
+    x = rng.integers(0, 128, (600, 200))
+    w = rng.integers(-4, 5, (200, 12))
+    w[:, [3, 7]] = rng.integers(-128, 128, (200, 2))
+    seen = []
+    real = datapath._sequential
+    monkeypatch.setattr(datapath, "_sequential",
+                        lambda x_, w_, b_, c_: seen.append(w_.shape) or real(x_, w_, b_, c_))
+    kwargs = dict(fmt_x=QFormat(8, 0), fmt_w=QFormat(8, 0), fmt_y=QFormat(16, 0),
+                  acc_bits=18, overflow="clip")
+    res = dense(x, w, None, **kwargs)
+    assert seen == [(200, 2)]
+    assert res.stats.outputs_affected > 0
+    (acc_f, st_f), (acc_s, st_s) = both_paths(x, w, None, kwargs)
+    np.testing.assert_array_equal(acc_f, acc_s)
+    assert st_f == st_s == res.stats
+
+
+def test_hopeless_exact_check_is_skipped_and_still_exact(monkeypatch):
+    """PERF-NOTES: at BW_acc 16 every output is at risk; the sample says so."""
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 128, (1100, 300))
+    w = rng.integers(-128, 128, (300, 8))
+    calls = []
+    real = datapath._provably_safe
+    monkeypatch.setattr(datapath, "_provably_safe",
+                        lambda *a: calls.append(a[0].shape[0]) or real(*a))
+    kwargs = dict(fmt_x=QFormat(8, 0), fmt_w=QFormat(8, 0), fmt_y=QFormat(16, 0), acc_bits=16)
+    for overflow in ("wrap", "clip"):
+        (acc_f, st_f), (acc_s, st_s) = both_paths(x, w, None, dict(kwargs, overflow=overflow))
+        np.testing.assert_array_equal(acc_f, acc_s)
+        assert st_f == st_s and st_f.outputs_affected > 0
+    assert calls and all(n == 256 for n in calls)  # only the sample was checked
+
+
+def test_lane_plans():
+    assert datapath._lane_plan(16, 128, 127) == (np.int16, 16, False)
+    assert datapath._lane_plan(12, 64, 31) == (np.int16, 16, False)
+    assert datapath._lane_plan(12, 0, 5000) == (np.int16, 16, True)  # x all zero
+    assert datapath._lane_plan(20, 1, 1) == (np.int32, 32, False)
+    assert datapath._lane_plan(40, 1, 1) == (np.int64, 64, False)
+    assert datapath._lane_plan(8, 16, 16) is None  # product wider than the accumulator
+
+
+@pytest.mark.parametrize("overflow", ["wrap", "clip"])
+@pytest.mark.parametrize("acc_bits,scale", [(6, 5), (9, 15), (16, 127), (20, 1000), (33, 2**15), (45, 2**21)])
+def test_every_lane_kernel_matches_int64_kernel(acc_bits, scale, overflow, monkeypatch):
+    """Shifted int16/int32/int64 lanes == the plain int64 per-step kernel."""
+    rng = np.random.default_rng(acc_bits)
+    x = rng.integers(-scale, scale, (9, 70), endpoint=True)
+    w = rng.integers(-scale, scale, (70, 21), endpoint=True)
+    half = 1 << (acc_bits - 1)
+    b = rng.integers(-half, half, 21)
+    fmt = QFormat(int(scale).bit_length() + 1, 0)
+    kwargs = dict(fmt_x=fmt, fmt_w=fmt, fmt_y=QFormat(30, 0), acc_bits=acc_bits, overflow=overflow)
+    lane = both_paths(x, w, b, kwargs)[1]
+    monkeypatch.setattr(datapath, "_lane_plan", lambda *a: None)
+    plain = both_paths(x, w, b, kwargs)[1]
+    np.testing.assert_array_equal(lane[0], plain[0])
+    assert lane[1] == plain[1] and lane[1].overflow_count > 0
+
+
+# ----------------------------------------------------------------- edges, hand-computed
+
+Q8 = QFormat(8, 0)
+
+
+def run_both(x, w, b=None, **kwargs):
+    kwargs.setdefault("fmt_y", QFormat(20, 0))
+    res = dense(np.array(x), np.array(w), b, **kwargs)
+    assert_same(res, ref.dense(np.array(x), np.array(w), b, **kwargs))
+    return res
+
+
+def test_most_negative_operands():
+    x, w = [[-128, -128, -128]], [[-128], [-128], [-128]]  # products 16384 each
+    clip = run_both(x, w, fmt_x=Q8, fmt_w=Q8, acc_bits=16, overflow="clip")
+    assert clip.acc.tolist() == [[32767]] and clip.stats.overflow_count == 2
+    wrap = run_both(x, w, fmt_x=Q8, fmt_w=Q8, acc_bits=16, overflow="wrap")
+    assert wrap.acc.tolist() == [[-16384]] and wrap.stats.overflow_count == 1
+    ideal = run_both(x, w, fmt_x=Q8, fmt_w=Q8, acc_bits=16, overflow="ideal")
+    assert ideal.acc.tolist() == [[49152]] and ideal.stats.max_abs_acc == 49152
+    assert ideal.stats.overflow_count == 0 and ideal.stats.additions == 3
+
+
+@pytest.mark.parametrize("sign", [1, -1])
+def test_accumulator_filled_to_the_rail_then_one_more(sign):
+    w = [[100 * sign], [27 * sign], [sign]]
+    rail = 127 if sign > 0 else -128
+    w_exact = [[100 * sign], [(27 if sign > 0 else 28) * sign]]
+    full = run_both([[1, 1]], w_exact, fmt_x=Q8, fmt_w=Q8, acc_bits=8, overflow="clip")
+    assert full.acc.tolist() == [[rail]] and full.stats.overflow_count == 0
+    if sign < 0:
+        w = [[-100], [-28], [-1]]
+    clip = run_both([[1, 1, 1]], w, fmt_x=Q8, fmt_w=Q8, acc_bits=8, overflow="clip")
+    assert clip.acc.tolist() == [[rail]] and clip.stats.overflow_count == 1
+    wrap = run_both([[1, 1, 1]], w, fmt_x=Q8, fmt_w=Q8, acc_bits=8, overflow="wrap")
+    assert wrap.acc.tolist() == [[-rail - 1]] and wrap.stats.overflow_count == 1
+    assert wrap.stats.outputs_affected == clip.stats.outputs_affected == 1
+
+
+@pytest.mark.parametrize("overflow", ["wrap", "clip", "ideal"])
+@pytest.mark.parametrize("fx,fw,acc_bits", [(QFormat(1, 0), QFormat(1, 0), 1),
+                                            (QFormat(1, 0, False), QFormat(2, 0), 2),
+                                            (QFormat(2, 0), QFormat(2, -1), 2)])
+def test_width_one_and_two(fx, fw, acc_bits, overflow):
+    rng = np.random.default_rng(acc_bits)
+    x = rng.integers(fx.raw_min, fx.raw_max, (5, 6), endpoint=True)
+    w = rng.integers(fw.raw_min, fw.raw_max, (6, 3), endpoint=True)
+    run_both(x, w, fmt_x=fx, fmt_w=fw, fmt_y=QFormat(2, 0), acc_bits=acc_bits, overflow=overflow)
+
+
+def test_k_one_and_all_zero_input():
+    b = np.array([5, -7, 300])
+    res = run_both(np.zeros((4, 1), dtype=np.int64), [[3, -2, 1]], b,
+                   fmt_x=Q8, fmt_w=Q8, fmt_y=QFormat(8, -2), acc_bits=10, overflow="clip",
+                   rounding="nearest", activation="relu")
+    np.testing.assert_array_equal(res.acc, np.tile(b, (4, 1)))
+    np.testing.assert_array_equal(res.y, np.tile([1, 0, 31], (4, 1)))  # round(5/4)=1, relu(-2)=0, 75 clips to 31
+    assert res.stats == datapath.OverflowStats(12, 0, 0, 300)
+
+
+def test_conv_padding_taps_count_as_additions():
+    x = np.ones((1, 2, 3, 3), dtype=np.int64)
+    w = np.ones((1, 2, 3, 3), dtype=np.int64)
+    kw = dict(stride=1, padding=1, fmt_x=Q8, fmt_w=Q8, fmt_y=Q8, acc_bits=8, overflow="clip")
+    res = conv2d(x, w, None, **kw)
+    assert_same(res, ref.conv2d(x, w, None, **kw))
+    np.testing.assert_array_equal(res.acc[0, 0], 2 * np.array([[4, 6, 4], [6, 9, 6], [4, 6, 4]]))
+    assert res.stats.additions == 9 * 18
+
+
+# ----------------------------------------------------------------- requantization
+
+@given(st.lists(st.integers(-(2**61), 2**61 - 1), min_size=1, max_size=20),
+       st.integers(-3, 62), deterministic_rounding_st)
+def test_requantize_is_qformat_shift_round_then_clip(raw, shift, rounding):
+    fy = QFormat(40, 0)
+    cfg = datapath._Config(QFormat(1 - shift, shift), QFormat(1, 0), fy, 62,
+                           datapath.Overflow.WRAP, Rounding(rounding), "none", None)
+    assert cfg.shift == shift
+    v = np.array(raw, dtype=np.int64)
+    expect = np.clip(shift_round(v, shift, rounding) if shift >= 0 else
+                     np.clip(v, -(2**45), 2**45) << -shift, fy.raw_min, fy.raw_max)
+    np.testing.assert_array_equal(datapath.requantize(v, cfg), expect)
+    assert [ref.requantize_one(int(a), i, cfg) for i, a in enumerate(raw)] == expect.tolist()
+
+
+def test_stochastic_rounding_is_seeded_unbiased_and_matches_reference():
+    idx = np.arange(0, 5000, 7)
+    for bits in (1, 13, 62):
+        vec = datapath.stochastic_bits(2**63 + 5, idx, bits)
+        assert vec.tolist() == [ref.splitmix_bits(2**63 + 5, int(i), bits) for i in idx]
+    x = np.ones((4000, 1), dtype=np.int64)
+    kw = dict(fmt_x=Q8, fmt_w=QFormat(6, 2), fmt_y=Q8, acc_bits=8, rounding="stochastic")
+    a = dense(x, [[1]], None, seed=11, **kw).y  # acc = 1 (FL 2): 1/4 -> up with p = 0.25
+    assert np.array_equal(a, dense(x, [[1]], None, seed=11, **kw).y)
+    assert not np.array_equal(a, dense(x, [[1]], None, seed=12, **kw).y)
+    assert 0.22 < a.mean() < 0.28
+
+
+# ----------------------------------------------------------------- bad input
+
+X, W = np.zeros((2, 3), dtype=np.int64), np.zeros((3, 4), dtype=np.int64)
+OK = dict(fmt_x=Q8, fmt_w=Q8, fmt_y=Q8, acc_bits=16)
+BAD_DENSE = [
+    ("outside Q8.0's range", dict(x=np.full((2, 3), 200))),
+    ("not integer", dict(x=np.zeros((2, 3)))),
+    ("not 2-D", dict(x=np.zeros(3, dtype=np.int64))),
+    ("but w has 4 rows", dict(w=np.zeros((4, 4), dtype=np.int64))),
+    ("product width", dict(fmt_x=QFormat(32, 0), fmt_w=QFormat(31, 0))),
+    ("acc_bits=63", dict(acc_bits=63)),
+    ("acc_bits=0", dict(acc_bits=0)),
+    ("acc_bits=16.0", dict(acc_bits=16.0)),
+    ("BW_acc too small to hold the bias", dict(b=np.array([0, 0, 40000, 0]))),
+    ("bias has shape", dict(b=np.zeros(3, dtype=np.int64))),
+    ("unknown overflow", dict(overflow="saturate")),
+    ("unknown rounding", dict(rounding="up")),
+    ("unknown activation", dict(activation="tanh")),
+    ("needs an integer seed", dict(rounding="stochastic")),
+    ("needs int64", dict(x=np.zeros((2, 9), dtype=np.int64), w=np.zeros((9, 4), dtype=np.int64),
+                         fmt_x=QFormat(31, 0), fmt_w=QFormat(31, 0), acc_bits=8, overflow="ideal")),
+    ("requantization shift", dict(fmt_x=QFormat(-20, 30), fmt_w=QFormat(-20, 30), fmt_y=QFormat(10, -8))),
+]
+
+
+@pytest.mark.parametrize("needle,change", BAD_DENSE, ids=[n for n, _ in BAD_DENSE])
+def test_bad_dense_input_is_one_clear_line(needle, change):
+    args = dict(OK, x=X, w=W, b=None)
+    args.update(change)
+    messages = []
+    for fn in (dense, ref.dense):
+        with pytest.raises(FxpsimError) as info:
+            fn(args["x"], args["w"], args["b"],
+               **{k: v for k, v in args.items() if k not in ("x", "w", "b")})
+        messages.append(str(info.value))
+    assert messages[0] == messages[1]
+    assert needle in messages[0] and "\n" not in messages[0] and ":" in messages[0]
+
+
+BAD_CONV = [
+    ("x has 2 channels but w expects 3", dict(x=np.zeros((1, 2, 5, 5), dtype=np.int64))),
+    ("larger than the padded input", dict(x=np.zeros((1, 3, 2, 2), dtype=np.int64))),
+    ("stride=0", dict(stride=0)),
+    ("padding=-1", dict(padding=-1)),
+    ("not 4-D", dict(w=np.zeros((2, 3, 3), dtype=np.int64))),
+]
+
+
+@pytest.mark.parametrize("needle,change", BAD_CONV, ids=[n for n, _ in BAD_CONV])
+def test_bad_conv_input_is_one_clear_line(needle, change):
+    args = dict(OK, x=np.zeros((1, 3, 5, 5), dtype=np.int64), w=np.zeros((2, 3, 3, 3), dtype=np.int64))
+    args.update(change)
+    messages = []
+    for fn in (conv2d, ref.conv2d):
+        with pytest.raises(FxpsimError) as info:
+            fn(args["x"], args["w"], None, **{k: v for k, v in args.items() if k not in ("x", "w")})
+        messages.append(str(info.value))
+    assert messages[0] == messages[1] and needle in messages[0] and "\n" not in messages[0]

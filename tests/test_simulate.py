@@ -1,0 +1,108 @@
+"""Whole-network integer simulation: folding, exactness against the Python-int twin, configs."""
+
+import numpy as np
+import pytest
+
+from fxpsim.config import LayerConfig, NetworkConfig
+from fxpsim.errors import FxpsimError
+from fxpsim.kernels import reference
+from fxpsim.network import build_network
+from fxpsim.qformat import QFormat
+from fxpsim.simulate import Evaluator, Simulator, build_stages, config_from_profile, profile
+from fxpsim.sweep import wide_config
+
+
+def _net(spec, shape=(1, 8, 8), seed=0):
+    net = build_network(spec, shape, 10, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    for layer in net.layers:  # give BatchNorm non-trivial inference statistics
+        if layer.kind == "batchnorm":
+            n = layer.params["gamma"].shape[0]
+            layer.params["gamma"][...] = rng.uniform(-1.5, 1.5, n)
+            layer.params["beta"][...] = rng.normal(0, 0.3, n)
+            layer.buffers["running_mean"][...] = rng.normal(0, 0.3, n)
+            layer.buffers["running_var"][...] = rng.uniform(0.2, 2.0, n)
+    return net
+
+
+def _inputs(n=64, shape=(1, 8, 8), seed=3):
+    return np.random.default_rng(seed).normal(0, 1, (n,) + shape)
+
+
+def test_stages_fold_batchnorm_and_fuse_relu():
+    net = _net("conv4x3p1-bn-relu-maxpool2-conv8x3-relu-fc16-bn-relu-dropout50-fc10")
+    stages = build_stages(net)
+    assert [s.name for s in stages] == ["conv1", "conv2", "fc1", "fc2"]
+    assert [s.relu for s in stages] == [True, True, True, False]
+    assert stages[0].post[0][0] == "maxpool2d" and stages[0].fan_in == 9
+    x = _inputs()
+    sim = Simulator(net)
+    trace = sim.float_trace(x)
+    # folded float weights reproduce the float network exactly (up to float rounding)
+    np.testing.assert_allclose(trace[-1][1], net.forward(x.astype(np.float64)), rtol=1e-5, atol=1e-5)
+
+
+def test_wide_formats_reproduce_the_float_network():
+    net = _net("conv4x3p1-bn-relu-avgpool2-fc16-relu-fc10")
+    x = _inputs(200)
+    sim = Simulator(net)
+    prof = profile(sim, x)
+    cfg = wide_config(prof, frac_bits=16)
+    res = sim.simulate(x, cfg)
+    float_logits = net.forward(x.astype(np.float64))
+    np.testing.assert_allclose(res.logits, float_logits, atol=2e-3)
+    assert np.mean(res.predictions == float_logits.argmax(1)) >= 0.99
+    assert all(s.overflow_count == 0 for s in res.layer_stats)
+
+
+@pytest.mark.parametrize("overflow", ["wrap", "clip"])
+def test_simulation_equals_python_int_reference(overflow):
+    net = _net("conv3x3p1-bn-relu-maxpool2-fc12-relu-fc10", seed=5)
+    x = _inputs(3, seed=9)
+    sim = Simulator(net)
+    prof = profile(sim, x)
+    cfg = config_from_profile(prof, weight_bits=6, data_bits=6, acc_bits=9, overflow=overflow)
+    fast = sim.simulate(x, cfg)
+    slow = Simulator(net, backend=reference).simulate(x, cfg)
+    np.testing.assert_array_equal(fast.logits, slow.logits)
+    np.testing.assert_array_equal(fast.predictions, slow.predictions)
+    assert fast.layer_stats == slow.layer_stats
+    assert sum(s.overflow_count for s in fast.layer_stats) > 0  # the narrow accumulator did overflow
+
+
+def test_evaluator_cache_gives_the_same_answers():
+    net = _net("fc32-relu-fc16-relu-fc10", shape=(64,))
+    x = _inputs(100, shape=(64,))
+    y = np.random.default_rng(0).integers(0, 10, 100)
+    sim = Simulator(net)
+    prof = profile(sim, x)
+    ev = Evaluator(sim, x, y)
+    cfg = config_from_profile(prof, weight_bits=5, data_bits=5, acc_bits=12, overflow="clip")
+    first = ev.accuracy(cfg)
+    for i in range(3):
+        ev.accuracy(cfg.with_layer(i, acc_bits=10))
+    assert ev.accuracy(cfg) == first == sim.simulate(x, cfg, y).accuracy
+
+
+def test_config_json_round_trip_and_mismatch(tmp_path):
+    net = _net("fc16-relu-fc10", shape=(64,))
+    sim = Simulator(net)
+    cfg = config_from_profile(profile(sim, _inputs(20, shape=(64,))), acc_bits=24, overflow="clip")
+    path = cfg.save(tmp_path / "c.json")
+    assert NetworkConfig.load(path) == cfg
+    with pytest.raises(FxpsimError, match="compute layers"):
+        sim.check_config(NetworkConfig(cfg.layers[:1]))
+    bad = cfg.with_layer(0, name="conv1")
+    with pytest.raises(FxpsimError, match="does not match"):
+        sim.check_config(bad)
+    (tmp_path / "x.json").write_text("{\"layers\": []}")
+    with pytest.raises(FxpsimError, match="not an fxpsim configuration"):
+        NetworkConfig.load(tmp_path / "x.json")
+    with pytest.raises(FxpsimError, match="acc_bits"):
+        LayerConfig("fc1", QFormat(1, 7), QFormat(1, 7), QFormat(1, 7), acc_bits=70)
+
+
+def test_unmappable_layers_are_named():
+    net = _net("fc16-relu-bn-fc10", shape=(64,))
+    with pytest.raises(FxpsimError, match="no integer mapping"):
+        build_stages(net)

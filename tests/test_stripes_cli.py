@@ -1,0 +1,230 @@
+"""`fxpsim stripes`: trained models timed by their shapes, profiles searched/given/loaded, bad input."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fxpsim.cli import main
+from fxpsim.config import NetworkConfig
+from fxpsim.errors import FxpsimError
+from fxpsim.modelfile import save_model
+from fxpsim.network import build_network
+from fxpsim.qformat import QFormat
+from fxpsim.simulate import Evaluator, Simulator, profile
+from fxpsim.stripes import (SHAPE_PRESETS, AcceleratorConfig, nonnegative_inputs,
+                            parse_shapes, profile_from_config, shapes_from_network, time_network,
+                            unsigned_inputs)
+from fxpsim.sweep import set_data_format, wide_config
+from fxpsim.train.data import load_dataset
+from fxpsim.train.trainer import TrainConfig, train
+
+TINY = "conv4x3p1-relu-maxpool2-conv8x3p1-relu-maxpool2-fc10"  # cnn-small, narrower: trains in seconds
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    data = load_dataset("digits")
+    model, _ = train(data, TINY, TrainConfig(epochs=15, seed=0, lr=1e-2), progress=False)
+    assert model.metadata["test_accuracy"] > 0.85
+    path = tmp_path_factory.mktemp("models") / "tiny.npz"
+    save_model(path, model)
+    return path, model, data
+
+
+def _run(capsys, *argv):
+    rc = main(["stripes", *map(str, argv)])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def _bad(capsys, *argv):
+    rc, out, err = _run(capsys, *argv)
+    assert rc != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+# ---------------------------------------------------------------- shapes of trained networks
+
+@pytest.mark.parametrize("arch, in_shape", [("lenet5-caffe", (1, 28, 28)), ("lenet5", (1, 28, 28)),
+                                            ("cnn-small", (1, 8, 8)), (TINY, (1, 8, 8)),
+                                            ("conv6x5s2p1-bn-relu-fc32-relu-fc10", (3, 15, 13))])
+def test_shapes_from_network_match_the_datapath(arch, in_shape):
+    """Names are the simulator's stages; MACs = fan-in x outputs of each kernel on a real input."""
+    net = build_network(arch, in_shape, 10, seed=1)
+    shapes = shapes_from_network(net)
+    sim = Simulator(net)
+    assert [s.name for s in shapes] == sim.names
+    x = np.random.default_rng(0).normal(size=(1, *in_shape))
+    for s, stage, (kernel_out, _) in zip(shapes, sim.stages, sim.float_trace(x)):
+        assert s.kind == {"conv2d": "conv", "dense": "fc"}[stage.kind]
+        assert s.macs == stage.fan_in * kernel_out[0].size
+        if s.kind == "conv":
+            assert (s.out_channels, s.out_h, s.out_w) == kernel_out.shape[1:]
+
+
+def test_caffe_lenet_model_times_as_the_preset_and_the_paper():
+    """A Caffe-LeNet network's own shapes give Table I's ideal speedups (3-3 -> 5.33, 2-3 -> 7.33)."""
+    from_model = shapes_from_network(build_network("lenet5-caffe", (1, 28, 28), 10))
+    preset, _ = parse_shapes("lenet-caffe")
+    assert from_model == preset
+    conv = from_model[:2]
+    assert round(time_network(conv, "3-3").ideal_speedup, 2) == 5.33
+    assert round(time_network(conv, "2-3").ideal_speedup, 2) == 7.33
+    spec_shapes, desc = parse_shapes("conv20x5-maxpool2-conv50x5-maxpool2-fc500-relu-fc10", "1x28x28")
+    assert spec_shapes == preset and "1x28x28" in desc
+
+
+def test_alexnet_preset_has_caffe_shapes():
+    shapes = SHAPE_PRESETS["alexnet"][1]()
+    conv = [s for s in shapes if s.kind == "conv"]
+    assert [(s.out_h, s.groups) for s in conv] == [(55, 1), (27, 2), (13, 1), (13, 2), (13, 2)]
+    assert sum(s.macs for s in shapes) == 724_406_816  # Caffe AlexNet's 724M MACs (Sze et al. 2017)
+
+
+@pytest.mark.parametrize("text, in_shape, match", [
+    ("resnet", None, "not a preset"),
+    ("lenet-caffe", "1x28x28", "fixes its own input"),
+    ("conv4x3-fc10", "1x2x2", "does not fit"),
+    ("conv4x3-fc10", "1x-8", "bad input shape"),
+    ("maxpool2-relu", "1x8x8", "no Conv2D or Dense"),
+])
+def test_bad_shapes(text, in_shape, match):
+    with pytest.raises(FxpsimError, match=match):
+        parse_shapes(text, in_shape)
+
+
+# ---------------------------------------------------------------- profiles from a config / sign bits
+
+def test_profile_from_config_takes_conv_input_widths(tiny):
+    _, model, data = tiny
+    sim = Simulator(model)
+    cfg = wide_config(profile(sim, data.x_train[:50]))
+    cfg = set_data_format(set_data_format(cfg, 1, QFormat(3, 2)), 2, QFormat(2, 1))
+    shapes = shapes_from_network(model)
+    assert profile_from_config(cfg, shapes) == (cfg[0].fmt_x.width, 5)  # fc1's 3 bits are not Stripes'
+    with pytest.raises(FxpsimError, match="do not match"):
+        profile_from_config(NetworkConfig(cfg.layers[:2]), shapes)
+
+
+def test_dropping_sign_bits_of_relu_outputs_keeps_every_value(tiny):
+    _, model, data = tiny
+    sim = Simulator(model)
+    ev = Evaluator(sim, data.x_train[:200], data.y_train[:200])
+    flags = nonnegative_inputs(sim.stages, ev.x)
+    assert flags == [False, True, True]  # standardized pixels are signed; the others follow ReLU+pool
+    assert nonnegative_inputs(sim.stages, np.abs(ev.x))[0]
+    cfg = wide_config(profile(sim, ev.x, prepared=True))
+    for i, fmt in enumerate((QFormat(3, 3), QFormat(3, 2), QFormat(4, 1))):
+        cfg = set_data_format(cfg, i, fmt)
+    u = unsigned_inputs(cfg, flags)
+    assert [str(c.fmt_x) for c in u] == ["Q3.3", "UQ2.2", "UQ3.1"]
+    assert [c.fmt_x.width for c in u] == [6, 4, 4]
+    for a, b in zip(ev.stage_outputs(cfg), ev.stage_outputs(u)):
+        np.testing.assert_array_equal(a[1], b[1])  # every stage output identical, not just accuracy
+    tanh_net = build_network("conv4x3-tanh-fc10", (1, 8, 8), 10)
+    assert nonnegative_inputs(Simulator(tanh_net).stages) == [False, False]
+
+
+# ---------------------------------------------------------------- the command
+
+def _csv(out, name):
+    return pd.read_csv(out / f"{name}.csv")
+
+
+def test_cli_profile_on_a_trained_model(tiny, tmp_path, capsys):
+    path, model, _ = tiny
+    rc, out, _ = _run(capsys, path, "--profile", "5-4", "--tiles", 2, "--filters", 4, "--lanes", 4,
+                      "--out", tmp_path)
+    assert rc == 0 and "conv2" in out
+    df = _csv(tmp_path, "tiny_stripes_p5-4")
+    assert list(df.columns) == ["profile", "layer", "kind", "macs", "input_format", "precision",
+                                "baseline_cycles", "stripes_cycles", "speedup", "ideal_speedup"]
+    accel = AcceleratorConfig(2, 4, 4)
+    want = time_network(shapes_from_network(model), "5-4", accel)
+    layers = df[df["kind"] != "total"]
+    assert list(layers["layer"]) == ["conv1", "conv2", "fc1"]
+    assert list(layers["stripes_cycles"]) == [t.stripes_cycles for t in want.layers]
+    assert list(layers["precision"].fillna(0)) == [5, 4, 0]
+    totals = df[df["kind"] == "total"].set_index("layer")
+    assert totals.loc["total (network)", "speedup"] == pytest.approx(want.speedup)
+    conv = time_network(shapes_from_network(model)[:2], "5-4", accel)
+    assert totals.loc["total (conv layers)", "baseline_cycles"] == conv.baseline_cycles
+    assert (tmp_path / "tiny_stripes_p5-4.png").stat().st_size > 1000
+    assert "Stripes Table I" in (tmp_path / "tiny_stripes_p5-4.md").read_text()
+
+
+def test_cli_shapes_reproduce_paper_lenet(tmp_path, capsys):
+    rc, out, _ = _run(capsys, "--shapes", "lenet-caffe", "--profile", "2-3", "--out", tmp_path)
+    assert rc == 0
+    summ = _csv(tmp_path, "lenet-caffe_stripes_p2-3_summary")
+    assert round(float(summ["conv_ideal_speedup"][0]), 2) == 7.33
+    assert float(summ["conv_speedup"][0]) == pytest.approx(22 / 3)  # windows 576 and 64: no padding loss
+
+
+def test_cli_config_file(tiny, tmp_path, capsys):
+    path, model, data = tiny
+    cfg = wide_config(profile(Simulator(model), data.x_train[:50]))
+    cfg = set_data_format(set_data_format(cfg, 0, QFormat(3, 4)), 1, QFormat(2, 1))
+    cfg_path = cfg.save(tmp_path / "my_config.json")
+    rc, _, _ = _run(capsys, path, "--config", cfg_path, "--out", tmp_path)
+    assert rc == 0
+    df = _csv(tmp_path, "tiny_stripes_my_config")
+    conv = df[df["kind"] == "conv"]
+    assert list(conv["precision"]) == [7, 3] and list(conv["input_format"]) == ["Q3.4", "Q2.1"]
+
+
+def test_cli_search_profiles_are_the_searched_input_widths(tiny, tmp_path, capsys):
+    """Default mode: search, time the searched widths; the saved config meets the tolerance."""
+    path, model, data = tiny
+    rc, out, _ = _run(capsys, path, "--tolerance", "0.02", "--samples", 80, "--out", tmp_path)
+    assert rc == 0
+    cfg = NetworkConfig.load(tmp_path / "tiny_stripes_tol2_config.json")
+    summ = _csv(tmp_path, "tiny_stripes_summary").set_index("profile")
+    p = "-".join(str(c.fmt_x.width) for c in cfg.layers[:2])
+    assert summ.loc["98 %", "precisions"] == p
+    # the same calibration sample the command used: its validation accuracy is met and reported
+    from fxpsim.cli.common import calibration_set
+
+    x, y = calibration_set(model, data, 80, 0)
+    ev = Evaluator(Simulator(model), x, y)
+    assert ev.accuracy(cfg) >= 0.98 * ev.float_accuracy
+    assert summ.loc["98 %", "val_accuracy"] == pytest.approx(ev.accuracy(cfg))
+    assert summ.loc["98 %", "test_accuracy"] == pytest.approx(Simulator(model).simulate(
+        data.x_test, cfg, data.y_test).accuracy)
+    # conv2's input follows ReLU + pooling: one bit less, the same accuracy
+    nosign = summ.loc["98 %, no sign bit"]
+    assert nosign["precisions"] == f"{cfg[0].fmt_x.width}-{cfg[1].fmt_x.width - 1}"
+    assert nosign["test_accuracy"] == summ.loc["98 %", "test_accuracy"]
+    df = _csv(tmp_path, "tiny_stripes")
+    assert set(df["profile"]) == {"98 %", "98 %, no sign bit"}
+    md = (tmp_path / "tiny_stripes.md").read_text()
+    assert "3-3" in md and "2-3" in md and "validation samples" in md
+
+
+def test_cli_bad_input_is_one_line(tiny, tmp_path, capsys):
+    path = tiny[0]
+    out = ["--out", tmp_path]
+    assert "2 conv layer" in _bad(capsys, path, "--profile", "3-3-3", *out)
+    assert "outside 1..16" in _bad(capsys, path, "--profile", "0-3", *out)
+    assert "outside 1..16" in _bad(capsys, path, "--profile", "17-3", *out)
+    assert "bad precision profile" in _bad(capsys, path, "--profile", "3.5-3", *out)
+    for flag, value in (("--tiles", 0), ("--filters", -2), ("--lanes", 0)):
+        assert "positive integer" in _bad(capsys, path, "--profile", "3-3", flag, value, *out)
+    assert "invalid int" in _bad(capsys, path, "--profile", "3-3", "--lanes", "x", *out)
+    assert "in [0, 1)" in _bad(capsys, path, "--tolerance", "1.5", *out)
+    assert "not both" in _bad(capsys, path, "--shapes", "lenet-caffe", "--profile", "3-3", *out)
+    assert "no weights to search" in _bad(capsys, "--shapes", "lenet-caffe", *out)
+    assert "not a preset" in _bad(capsys, "--shapes", "vgg", "--profile", "3", *out)
+    assert "1 conv layer" in _bad(capsys, "--shapes", "conv4x3-fc10", "--input-shape", "1x8x8",
+                                  "--profile", "3-3", *out)
+    assert "not allowed with" in _bad(capsys, path, "--profile", "3-3", "--tolerance", "0", *out)
+    bad_cfg = tmp_path / "c.json"
+    bad_cfg.write_text(json.dumps({"format": "fxpsim-config", "version": 1, "layers": [
+        {"name": "fc1", "fmt_w": "Q1.7", "fmt_x": "Q2.6", "fmt_y": "Q4.4", "acc_bits": 32}]}))
+    assert "do not match" in _bad(capsys, path, "--config", bad_cfg, *out)
+    assert "missing.json" in _bad(capsys, path, "--config", tmp_path / "missing.json", *out)
+    assert not list(tmp_path.glob("*.csv"))  # nothing written on bad input
