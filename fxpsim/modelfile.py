@@ -43,7 +43,7 @@ MODEL_VERSION = 1
 _META_KEY = "__fxpsim__"
 
 #: the shipped model the CLI uses when none is given
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "digits-mlp.npz"
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "digits-cnn.npz"
 
 
 @dataclass

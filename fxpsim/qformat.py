@@ -292,14 +292,15 @@ def shift_round(raw, shift: int, rounding: str | Rounding = Rounding.NEAREST_EVE
     return q + (u < rem)
 
 
-def check_raw(raw, fmt: QFormat, name: str) -> np.ndarray:
-    """``raw`` as int64, or a clear error if any value is outside ``fmt``'s raw range."""
+def check_raw(raw, fmt: QFormat, name: str, as_int64: bool = True) -> np.ndarray:
+    """``raw`` (as int64, or in its own integer dtype without a copy), or a clear error
+    if any value is outside ``fmt``'s raw range."""
     arr = np.asarray(raw)
     if arr.dtype.kind not in "iub":
         raise FxpsimError(
             f"{name} has dtype {arr.dtype}, not integer: pass raw integers (quantize() them first)"
         )
-    arr = arr.astype(np.int64)
+    arr = arr.astype(np.int64) if as_int64 else (arr.astype(np.int8) if arr.dtype.kind == "b" else arr)
     if arr.size:
         lo, hi = int(arr.min()), int(arr.max())
         if lo < fmt.raw_min or hi > fmt.raw_max:

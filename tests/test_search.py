@@ -110,3 +110,18 @@ def test_cli_search_writes_reports_and_a_loadable_config(digits_mlp, tmp_path, c
                  "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "must be in 1..62" in err and "needs at least" in err and err.count("\n") == 2
+
+
+def test_cli_eval_runs_a_saved_config(digits_mlp, tmp_path, capsys):
+    model, _ = digits_mlp
+    path = save_model(tmp_path / "m.npz", model)
+    out = tmp_path / "rep"
+    assert main(["search", str(path), "--acc-bits", "16", "--constraint", "act-y", "--out", str(out),
+                 "--no-progress", "--samples", "100"]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(path), "--config", str(out / "m_acc16_act-y_wrap_config.json")]) == 0
+    text = capsys.readouterr().out
+    assert "fixed-point accuracy" in text and "overflow_count" in text
+    (tmp_path / "bad.json").write_text("not json")
+    assert main(["eval", str(path), "--config", str(tmp_path / "bad.json")]) == 2
+    assert "not valid JSON" in capsys.readouterr().err

@@ -7,18 +7,15 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import check
+from ..modelfile import DEFAULT_MODEL
 from ..reports import REPORTS_DIR
-
-MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
-DEFAULT_MODEL = "digits-cnn.npz"
-"""The model ``fxpsim search`` uses when none is given: the shipped digits CNN."""
 
 
 def add_model_args(p, optional: bool = False) -> None:
     """MODEL (optional: the shipped default), --data-dir, --out, --samples, --seed."""
     if optional:
         p.add_argument("model", nargs="?", default=None,
-                       help=f"model file (.npz); default: the shipped {DEFAULT_MODEL}")
+                       help=f"model file (.npz); default: the shipped models/{DEFAULT_MODEL.name}")
     else:
         p.add_argument("model", help="model file (.npz) written by `fxpsim train`")
     p.add_argument("--data-dir", default=None, help="folder with the MNIST IDX files (or $FXPSIM_DATA)")
@@ -29,10 +26,9 @@ def add_model_args(p, optional: bool = False) -> None:
 def model_path(name: str | None) -> Path:
     """The model file named on the command line, or the shipped default."""
     if name is None:
-        path = MODELS_DIR / DEFAULT_MODEL
-        check(path.exists(), f"the default model {path} is missing: give a MODEL file "
-                             "(train one with `fxpsim train --arch cnn-small --dataset digits`)")
-        return path
+        check(DEFAULT_MODEL.exists(), f"the default model {DEFAULT_MODEL} is missing: give a MODEL file "
+                                      "(train one with `fxpsim train --arch cnn-small --dataset digits`)")
+        return DEFAULT_MODEL
     return Path(name)
 
 

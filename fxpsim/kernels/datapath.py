@@ -41,7 +41,7 @@ import numba
 import numpy as np
 
 from ..errors import FxpsimError, check
-from ..qformat import MAX_WIDTH, Overflow, QFormat, Rounding, parse_overflow, parse_rounding
+from ..qformat import MAX_WIDTH, Overflow, QFormat, Rounding, check_raw, parse_overflow, parse_rounding
 from . import jit
 
 ACTIVATIONS = ("none", "relu")
@@ -102,18 +102,7 @@ def _check_operand(arr, fmt: QFormat, name: str, ndim: int, layout: str) -> np.n
     """Integer array of ``ndim`` dims inside ``fmt``'s raw range (as qformat.check_raw, no copy)."""
     arr = np.asarray(arr)
     check(arr.ndim == ndim, f"{name} has shape {arr.shape}, not {ndim}-D: pass {name} as {layout}")
-    if arr.dtype.kind not in "iub":
-        raise FxpsimError(f"{name} has dtype {arr.dtype}, not integer: pass raw integers (quantize() them first)")
-    if arr.dtype.kind == "b":
-        arr = arr.astype(np.int8)
-    if arr.size:
-        lo, hi = int(arr.min()), int(arr.max())
-        if lo < fmt.raw_min or hi > fmt.raw_max:
-            raise FxpsimError(
-                f"{name} holds raw values in [{lo}, {hi}], outside {fmt}'s range "
-                f"[{fmt.raw_min}, {fmt.raw_max}]: quantize with that format or widen it"
-            )
-    return arr
+    return check_raw(arr, fmt, name, as_int64=False)
 
 
 def _max_abs_raw(fmt: QFormat) -> int:
