@@ -52,7 +52,7 @@ MNIST_MIRRORS = (
 _IDX_DTYPES = {0x08: np.uint8}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds arrays: compare them explicitly
 class Dataset:
     """Raw images ``(N, C, H, W)`` and integer labels of a train and a test split."""
 
@@ -279,7 +279,7 @@ def _fetch(url: str, dest: Path, want: str, timeout: float) -> None:
 PREPROCESS_MODES = ("none", "mean-image", "per-channel", "standardize")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds arrays: compare them explicitly
 class Preprocess:
     """``apply(x) = (x - mean) / std`` in float32, fitted on a training split.
 

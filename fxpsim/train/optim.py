@@ -6,19 +6,15 @@ parameters select the variant. ``g`` is the mini-batch gradient of the
 (regularised) loss, ``eps`` the learning rate epsilon, ``alpha`` the
 momentum, ``delta`` the small stabilising constant.
 
-=====================  =========================================================  =====
-name                   update (element-wise)                                      notes
-=====================  =========================================================  =====
-``sgd``                ``theta -= eps * g``                                       8.1
-``momentum``           ``v = alpha*v - eps*g; theta += v``                        8.2
-``nesterov``           ``g`` at ``theta + alpha*v``; then as momentum             8.3
-``adagrad``            ``r += g*g; theta -= eps / (delta + sqrt(r)) * g``         8.4
-``rmsprop``            ``r = rho*r + (1-rho)*g*g; theta -= eps / sqrt(delta + r) * g``  8.5
-``rmsprop-nesterov``   ``g`` at ``theta + alpha*v``; ``r`` as 8.5;                8.6
-                       ``v = alpha*v - eps / sqrt(delta + r) * g; theta += v``
-``adam``               ``s = rho1*s + (1-rho1)*g; r = rho2*r + (1-rho2)*g*g``;     8.7
-                       ``theta -= eps * (s/(1-rho1^t)) / (sqrt(r/(1-rho2^t)) + delta)``
-=====================  =========================================================  =====
+- ``sgd`` (8.1): ``theta -= eps * g``
+- ``momentum`` (8.2): ``v = alpha*v - eps*g; theta += v``
+- ``nesterov`` (8.3): ``g`` taken at ``theta + alpha*v``, then as momentum
+- ``adagrad`` (8.4): ``r += g*g; theta -= eps / (delta + sqrt(r)) * g``
+- ``rmsprop`` (8.5): ``r = rho*r + (1-rho)*g*g; theta -= eps / sqrt(delta + r) * g``
+- ``rmsprop-nesterov`` (8.6): ``g`` at ``theta + alpha*v``; ``r`` as 8.5;
+  ``v = alpha*v - eps / sqrt(delta + r) * g; theta += v``
+- ``adam`` (8.7): ``s = rho1*s + (1-rho1)*g; r = rho2*r + (1-rho2)*g*g``;
+  ``theta -= eps * (s / (1-rho1^t)) / (sqrt(r / (1-rho2^t)) + delta)``
 
 Algorithm 8.6 prints ``eps / sqrt(r)`` without a delta; here the delta of
 Algorithm 8.5 sits under the root (``delta=0`` gives 8.6 literally, but
