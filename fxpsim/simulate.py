@@ -21,14 +21,14 @@ rounding shift and saturation when the two differ.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from . import kernels
 from .config import LayerConfig, NetworkConfig
 from .errors import FxpsimError, check
-from .qformat import (MAX_WIDTH, QFormat, Rounding, dequantize, int_bits_for, quantize,
+from .qformat import (MAX_WIDTH, Overflow, QFormat, Rounding, dequantize, int_bits_for, quantize,
                       saturate_raw, shift_round)
 
 COMPUTE_KINDS = ("dense", "conv2d")
@@ -67,6 +67,9 @@ def _fold_batchnorm(W, b, bn, kind):
 def build_stages(network) -> list[Stage]:
     """Cut ``network`` into integer stages (see the module docstring)."""
     layers = list(network.layers)
+    binary = [i for i, layer in enumerate(layers) if layer.kind in ("bdense", "bconv2d", "sign")]
+    check(not binary, f"layer {binary[0] if binary else ''} is binary/ternary: run BNN models with "
+                      "fxpsim.binary.netsim.BnnSimulator (`fxpsim binary`), not the fixed-point stages")
     stages: list[Stage] = []
     counters = {"dense": 0, "conv2d": 0}
     i = 0
@@ -137,7 +140,6 @@ class SimResult:
     layer_stats: list[LayerStats]
     accuracy: float | None = None
     float_accuracy: float | None = None
-    extra: dict = field(default_factory=dict)
 
     def stats_table(self):
         import pandas as pd
@@ -191,10 +193,6 @@ def _post_int(op: str, layer, raw: np.ndarray, fmt: QFormat, cfg: LayerConfig, s
         return _div_round(win.sum(axis=(-2, -1)), win.shape[-1] * win.shape[-2], cfg.rounding, seed)
     fn = np.tanh if op == "tanh" else (lambda v: 0.5 * (1.0 + np.tanh(0.5 * v)))  # stable sigmoid
     return quantize(fn(dequantize(raw, fmt)), fmt, cfg.rounding, "clip", seed)
-
-
-def _post_float(op: str, layer, x: np.ndarray) -> np.ndarray:
-    return np.asarray(layer.forward(x, training=False), dtype=np.float64)
 
 
 class Simulator:
@@ -257,9 +255,7 @@ class Simulator:
         else:
             w = quantize(s.W, cfg.fmt_w, cfg.rounding, "clip", self.seed)
         fl_acc = cfg.frac_acc
-        acc_width = MAX_WIDTH if cfg.overflow.value == "ideal" else cfg.acc_bits
-        check(acc_width - fl_acc >= -MAX_WIDTH and fl_acc <= MAX_WIDTH + 64,
-              f"layer {cfg.name}: FL_acc = {fl_acc} does not fit a {acc_width}-bit accumulator")
+        acc_width = MAX_WIDTH if cfg.overflow is Overflow.IDEAL else cfg.acc_bits
         b = quantize(s.b, QFormat(acc_width - fl_acc, fl_acc), cfg.rounding, "clip", self.seed)
         return w, b
 

@@ -132,15 +132,19 @@ def _run_tolerance(args) -> int:
     out = Path(args.out)
     tols = sorted(set(TOLERANCES) | {args.tolerance})
     results, test_accs, float_test = [], [], None
-    for t in tols:
-        r = tolerance_search(ev, prof, t)
+    start = None
+    for t in tols:  # each looser tolerance starts from the tighter one's answer: bits never grow
+        r = tolerance_search(ev, prof, t, start=start)
+        start = r.config
         res = sim.simulate(data.x_test, r.config, data.y_test)
         float_test = res.float_accuracy
         results.append(r)
         test_accs.append(res.accuracy)
         r.config.save(out / f"{stem}_tolerance{round(100 * t, 3):g}_config.json")
     df = tolerance_table(results, test_accs, float_test)
-    text = (f"Model {path}; search on {len(ev.y)} validation samples, accuracy on the test split. "
+    text = (f"Model {path}; search on {len(ev.y)} validation samples, accuracy on the test split "
+            "(a small validation split makes the test loss exceed the tolerance: the search fits "
+            "its samples). Each tolerance's search starts from the next tighter one's result. "
             "Data formats are each layer's input I.F (sign bit in I); weight bits are total widths "
             "with the profiled integer bits. TR = traffic / traffic at 32 bits (weights read, "
             "activations read and written, per image).\n\n" + JUDD_LENET)
