@@ -107,15 +107,22 @@ class ToleranceResult:
 
 
 def tolerance_search(ev: Evaluator, prof: list[LayerProfile], tolerance: float,
-                     start: NetworkConfig | None = None, max_steps: int = 200) -> ToleranceResult:
-    """Minimum per-layer bits keeping accuracy within ``tolerance`` (see module docstring)."""
+                     start: NetworkConfig | None = None, max_steps: int = 200,
+                     knobs: tuple[str, ...] = KNOBS) -> ToleranceResult:
+    """Minimum per-layer bits keeping accuracy within ``tolerance`` (see module docstring).
+
+    ``knobs``: the fields searched (a subset of :data:`KNOBS`); the others stay
+    as in ``start``, e.g. ``("data_int", "data_frac")`` with 16-bit weights in
+    ``start`` for Stripes, whose weights stay 16-bit.
+    """
     check(0 <= tolerance < 1, f"tolerance {tolerance!r} must be in [0, 1), e.g. 0.01 for 1 % (0: no loss)")
+    check(len(knobs) > 0 and set(knobs) <= set(KNOBS), f"knobs {knobs!r} must be some of {KNOBS}")
     target = (1 - tolerance) * ev.float_accuracy
     base = start or wide_config(prof)
     evals0 = ev.evaluations
     shapes = layer_shapes(ev)
     n = len(base)
-    knobs = [(i, k) for i in range(n) for k in KNOBS]
+    knobs = [(i, k) for i in range(n) for k in KNOBS if k in knobs]
 
     def ok(cfg):
         return ev.accuracy(cfg) >= target

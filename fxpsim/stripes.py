@@ -88,7 +88,7 @@ from .qformat import Overflow, QFormat
 __all__ = [
     "SHAPE_PRESETS", "AcceleratorConfig", "BitSerialResult", "BitSerialStats", "LayerShape",
     "LayerTiming", "NetworkTiming", "bit_serial_conv2d", "bit_serial_dense", "clip_safe",
-    "nonnegative_inputs", "parse_input_shape", "parse_profile", "parse_shapes",
+    "fold_input_scaling", "nonnegative_inputs", "parse_input_shape", "parse_profile", "parse_shapes",
     "profile_from_config", "shapes_from_network", "time_layer", "time_network", "unsigned_inputs",
 ]
 
@@ -660,3 +660,47 @@ def unsigned_inputs(config, nonnegative):
         if nonneg and fmt.signed and fmt.width > 1:
             config = set_data_format(config, i, QFormat(fmt.int_bits - 1, fmt.frac_bits, signed=False))
     return config
+
+
+def fold_input_scaling(model, scale: float = 256.0):
+    """The same network fed ``raw_pixels / scale`` (Caffe's LeNet input: [0, 1)), preprocessing folded.
+
+    ``apply(x) = (x - mean) / std`` is per channel and affine, so the first
+    compute layer absorbs it: ``W' = W * scale / std[c]``, ``b' = b - sum
+    W * mean[c] / std[c]`` (exact for a Dense layer, and for a Conv2D
+    without padding, whose windows never see a padded zero). The float
+    network is unchanged up to float rounding; its input becomes
+    non-negative, as in Caffe, where Stripes' precisions were measured.
+    """
+    from .modelfile import Model
+    from .network import Network
+    from .train.data import Preprocess
+
+    pre, net = model.preprocess, model.network
+    mean, std = np.asarray(pre.mean, np.float64), np.asarray(pre.std, np.float64)
+    check(mean.shape[1:] == (1, 1), f"the model's preprocessing '{pre.mode}' subtracts a mean image: "
+                                    "only per-channel scaling folds into the first layer")
+    first = next(i for i, layer in enumerate(net.layers) if layer.kind in ("conv2d", "dense"))
+    check(all(layer.kind in ("flatten", "dropout") for layer in net.layers[:first]),
+          "layers before the first Conv2D/Dense must be flatten/dropout to fold the input scaling")
+    copy = Network.from_config(net.to_config(), dtype=np.float64)
+    copy.load_state_dict(net.state_dict())
+    layer = copy.layers[first]
+    c, h, w = net.input_shape
+    gain = np.broadcast_to(scale / std.reshape(c), (c,))
+    shift = (mean / std).reshape(c)
+    if layer.kind == "conv2d":
+        check(int(layer.padding) == 0, "the first Conv2D pads with zeros: folding the input scaling "
+                                       "would change the padded values; this works for unpadded layers")
+        W = layer.params["W"]
+        bias_shift = np.einsum("fcuv,c->f", W, shift)
+        W *= gain[None, :, None, None]
+    else:
+        per_input = np.repeat(np.arange(c), h * w)
+        W = layer.params["W"]
+        bias_shift = W.T @ shift[per_input]
+        W *= gain[per_input][:, None]
+    layer.params["b"] -= bias_shift
+    zeros = np.zeros((c, 1, 1), np.float32)
+    folded = Preprocess("none", zeros, np.full((c, 1, 1), scale, np.float32))
+    return Model(copy, folded, {**model.metadata, "input_scaling": f"pixels / {scale:g}, folded"})

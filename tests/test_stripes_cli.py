@@ -20,7 +20,7 @@ from fxpsim.sweep import set_data_format, wide_config
 from fxpsim.train.data import load_dataset
 from fxpsim.train.trainer import TrainConfig, train
 
-TINY = "conv4x3p1-relu-maxpool2-conv8x3p1-relu-maxpool2-fc10"  # cnn-small, narrower: trains in seconds
+TINY = "conv4x3-relu-conv8x3-relu-maxpool2-fc10"  # 8x8 -> 6x6 -> 4x4 -> 2x2: trains in seconds
 
 
 @pytest.fixture(scope="module")
@@ -186,6 +186,7 @@ def test_cli_search_profiles_are_the_searched_input_widths(tiny, tmp_path, capsy
     summ = _csv(tmp_path, "tiny_stripes_summary").set_index("profile")
     p = "-".join(str(c.fmt_x.width) for c in cfg.layers[:2])
     assert summ.loc["98 %", "precisions"] == p
+    assert [c.fmt_w.width for c in cfg] == [16, 16, 16]  # Stripes' weights stay 16-bit: data searched only
     # the same calibration sample the command used: its validation accuracy is met and reported
     from fxpsim.cli.common import calibration_set
 
@@ -222,9 +223,48 @@ def test_cli_bad_input_is_one_line(tiny, tmp_path, capsys):
     assert "1 conv layer" in _bad(capsys, "--shapes", "conv4x3-fc10", "--input-shape", "1x8x8",
                                   "--profile", "3-3", *out)
     assert "not allowed with" in _bad(capsys, path, "--profile", "3-3", "--tolerance", "0", *out)
+    assert "1..62" in _bad(capsys, path, "--weight-bits", "0", *out)
     bad_cfg = tmp_path / "c.json"
     bad_cfg.write_text(json.dumps({"format": "fxpsim-config", "version": 1, "layers": [
         {"name": "fc1", "fmt_w": "Q1.7", "fmt_x": "Q2.6", "fmt_y": "Q4.4", "acc_bits": 32}]}))
     assert "do not match" in _bad(capsys, path, "--config", bad_cfg, *out)
     assert "missing.json" in _bad(capsys, path, "--config", tmp_path / "missing.json", *out)
     assert not list(tmp_path.glob("*.csv"))  # nothing written on bad input
+
+
+# ---------------------------------------------------------------- input scaling folded (Caffe-like input)
+
+@pytest.mark.parametrize("arch", ["conv4x3-relu-maxpool2-conv8x3-relu-fc10", "mlp-small"])
+def test_fold_input_scaling_keeps_the_float_network(arch):
+    from fxpsim.modelfile import Model
+    from fxpsim.stripes import fold_input_scaling
+    from fxpsim.train.data import Preprocess
+
+    data = load_dataset("digits")
+    model = Model(build_network(arch, (1, 8, 8), 10, seed=3), Preprocess.fit(data.x_train, "standardize"),
+                  {"dataset": "digits"})
+    before = model.network.state_dict()
+    folded = fold_input_scaling(model, scale=16.0)
+    x = data.x_test[:100]
+    xf = folded.preprocess.apply(x)
+    assert xf.min() >= 0 and xf.max() <= 1  # digits pixels are 0..16
+    np.testing.assert_allclose(folded.network.predict(xf), model.network.predict(model.preprocess.apply(x)),
+                               rtol=1e-4, atol=1e-4)
+    for key, value in model.network.state_dict().items():  # the original is untouched
+        np.testing.assert_array_equal(value, before[key])
+    padded = Model(build_network("cnn-small", (1, 8, 8), 10), model.preprocess, {})
+    with pytest.raises(FxpsimError, match="pads with zeros"):
+        fold_input_scaling(padded)
+
+
+def test_cli_raw_input_search_drops_the_first_sign_bit(tiny, tmp_path, capsys):
+    path = tiny[0]
+    rc, out, _ = _run(capsys, path, "--raw-input", "--tolerance", "0.02", "--samples", 60, "--out", tmp_path)
+    assert rc == 0
+    summ = _csv(tmp_path, "tiny_stripes_raw_summary").set_index("profile")
+    cfg = NetworkConfig.load(tmp_path / "tiny_stripes_raw_tol2_config.json")
+    assert summ.loc["98 %", "precisions"] == f"{cfg[0].fmt_x.width}-{cfg[1].fmt_x.width}"
+    nosign = f"{cfg[0].fmt_x.width - 1}-{cfg[1].fmt_x.width - 1}"  # pixels >= 0 now, and ReLU outputs
+    assert summ.loc["98 %, no sign bit", "precisions"] == nosign
+    assert "pixels / 256" in (tmp_path / "tiny_stripes_raw.md").read_text()
+    assert "--raw-input" in _bad(capsys, path, "--raw-input", "--profile", "3", "--out", tmp_path)

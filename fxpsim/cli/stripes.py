@@ -50,6 +50,17 @@ def _tolerances(text: str) -> tuple[float, ...]:
     return tuple(sorted(set(values)))
 
 
+def _weight_bits(text: str) -> int:
+    from ..qformat import MAX_WIDTH
+
+    try:
+        b = int(text)
+    except ValueError:
+        raise FxpsimError(f"--weight-bits {text!r} is not a whole number of bits, e.g. 16") from None
+    check(1 <= b <= MAX_WIDTH, f"--weight-bits {b} must be in 1..{MAX_WIDTH}")
+    return b
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("stripes", help="Stripes bit-serial timing: per-layer precisions (searched, "
                                        "--profile or --config) -> cycles and speedups vs DaDianNao")
@@ -67,6 +78,12 @@ def add_parser(sub) -> None:
                           "layer's input data width")
     src.add_argument("--tolerance", type=arg_type(_tolerances), default=None,
                      help="search at these accuracy losses (default 0,0.01: 100 %% and 99 %% relative)")
+    p.add_argument("--weight-bits", type=arg_type(_weight_bits), default=16,
+                   help="search: weights held at this width, profiled integer bits (default 16: Stripes "
+                        "and DaDianNao keep 16-bit weights); only the data formats are searched")
+    p.add_argument("--raw-input", action="store_true",
+                   help="search: fold the model's input standardization into its first layer and feed "
+                        "pixels / 256 in [0, 1), as Caffe's LeNet (the same float network)")
     p.add_argument("--tiles", type=int, default=16, help="tiles (default 16, as DaDianNao)")
     p.add_argument("--filters", type=int, default=16, help="filters per tile (default 16)")
     p.add_argument("--lanes", type=int, default=16, help="synapse lanes per filter (default 16)")
@@ -90,7 +107,7 @@ def timing_rows(label: str, shapes, profile, accel, formats=None) -> list[dict]:
     for s, t in zip(shapes, net.layers):
         rows.append({"profile": label, "layer": t.name, "kind": t.kind, "macs": t.macs,
                      "input_format": (formats or {}).get(s.name, ""),
-                     "precision": t.precision if t.precision is not None else pd.NA,
+                     "precision": t.precision if t.precision is not None else "",
                      "baseline_cycles": t.baseline_cycles, "stripes_cycles": t.stripes_cycles,
                      "speedup": t.speedup, "ideal_speedup": t.ideal_speedup})
     conv = [s for s in shapes if s.kind == "conv"]
@@ -102,7 +119,7 @@ def timing_rows(label: str, shapes, profile, accel, formats=None) -> list[dict]:
     for name, t in totals:
         rows.append({"profile": label, "layer": f"total ({name})", "kind": "total",
                      "macs": sum(r.macs for r in t.layers), "input_format": "",
-                     "precision": pd.NA, "baseline_cycles": t.baseline_cycles,
+                     "precision": "", "baseline_cycles": t.baseline_cycles,
                      "stripes_cycles": t.stripes_cycles, "speedup": t.speedup,
                      "ideal_speedup": t.ideal_speedup})
     return rows
@@ -113,6 +130,8 @@ def plot_speedups(df: pd.DataFrame, title: str):
     import numpy as np
 
     part = df[(df["kind"] == "conv") | (df["layer"] == "total (conv layers)")]
+    if part.empty:  # no conv layer: everything runs bit-parallel, show the network total
+        part = df[df["kind"] == "total"]
     labels = list(dict.fromkeys(part["profile"]))
     layers = list(dict.fromkeys(part["layer"]))
     fig, ax = new_figure(figsize=(max(5.0, 1.2 * len(layers) * max(1, len(labels)) ** 0.5 + 2), 4))
@@ -161,9 +180,11 @@ def run(args) -> int:
         shapes = shapes_from_network(model)
         stem, source = stem_for(path), f"model {path}"
     n_conv = sum(s.kind == "conv" for s in shapes)
-    conv_names = [s.name for s in shapes if s.kind == "conv"]
 
     summary, rows, notes = [], [], []
+    check(not args.raw_input or (args.profile is None and args.config is None and model is not None),
+          "--raw-input changes the inputs the search measures precisions on: use it without "
+          "--profile/--config/--shapes")
     if args.profile is not None:
         profile = parse_profile(args.profile, n_layers=n_conv, max_bits=accel.baseline_bits)
         runs = [(_fmt_profile(profile), profile, None, {})]
@@ -177,8 +198,8 @@ def run(args) -> int:
         runs = [(Path(args.config).stem, profile, None, {c.name: str(c.fmt_x) for c in config})]
         name = args.name or f"{stem}_stripes_{Path(args.config).stem}"
     else:
-        runs, notes = _search_runs(args, shapes, accel)
-        name = args.name or f"{stem}_stripes"
+        name = args.name or f"{stem}_stripes{'_raw' if args.raw_input else ''}"
+        runs, notes = _search_runs(args, shapes, name)
     for label, profile, accs, formats in runs:
         rows += timing_rows(label, shapes, profile, accel, formats)
         conv_t = [r for r in rows if r["profile"] == label and r["layer"] == "total (conv layers)"]
@@ -199,7 +220,7 @@ def run(args) -> int:
             "width; ideal speedup = 16/p (network: weighted by DaDianNao time).",
             "", "Summary (one row per profile):", "", summ.to_markdown(index=False, floatfmt=".4g")]
     if n_conv == 2:
-        text += ["", *_lenet_comparison(runs, shapes, accel)]
+        text += ["", *_lenet_comparison(runs, shapes, accel, model)]
     text += notes
     write_table(df, name, out, title=f"Stripes timing: {name}", text="\n".join(text))
     write_table(summ, f"{name}_summary", out, title=f"Stripes profiles: {name}")
@@ -208,9 +229,9 @@ def run(args) -> int:
 
     print(format_table(summ))
     print()
-    print(format_table(df.fillna("-")))
+    print(format_table(df))
     if n_conv == 2:
-        print("\n" + "\n".join(_lenet_comparison(runs, shapes, accel)))
+        print("\n" + "\n".join(_lenet_comparison(runs, shapes, accel, model)))
     for note in notes:
         if note:
             print(note)
@@ -218,14 +239,23 @@ def run(args) -> int:
     return 0
 
 
-def _search_runs(args, shapes, accel):
+def _search_runs(args, shapes, name):
     """Search the model's precisions at each tolerance: (label, profile, accuracies, formats) runs."""
+    from dataclasses import replace
+
+    from ..config import NetworkConfig
+    from ..qformat import QFormat
     from ..search import tolerance_search
+    from ..sweep import wide_config
     from ..simulate import Evaluator, Simulator, profile
     from ..stripes import nonnegative_inputs, unsigned_inputs
 
     tolerances = args.tolerance if args.tolerance is not None else TOLERANCES
     path, model, data = load_model_and_data(args)
+    if args.raw_input:
+        from ..stripes import fold_input_scaling
+
+        model = fold_input_scaling(model)
     x_cal, y_cal = calibration_set(model, data, args.samples, args.seed)
     sim = Simulator(model, seed=args.seed)
     ev = Evaluator(sim, x_cal, y_cal)
@@ -233,16 +263,26 @@ def _search_runs(args, shapes, accel):
     is_conv = [s.kind == "conv" for s in shapes]
     check([s.name for s in shapes] == sim.names, "internal: layer names of shapes and stages differ")
     nonneg = nonnegative_inputs(sim.stages, ev.x)
-    out, stem = Path(args.out), stem_for(path)
+    same_all = []
+    out = Path(args.out)
     runs, notes = [], ["", f"Search: Judd et al.'s per-layer minimum precision (fxpsim.search."
-                           f"tolerance_search) on {len(ev.y)} validation samples (seed {args.seed}); "
-                           "accuracies on the test split relative to the float model."]
+                           f"tolerance_search) on {len(ev.y)} validation samples (seed {args.seed}), "
+                           "searching each layer's input data format (integer and fraction bits) with "
+                           f"the weights held at {args.weight_bits} bits (profiled integer bits): Stripes' "
+                           "time depends on the activation precision only, and its weights stay 16-bit. "
+                           "Accumulators ideal. Accuracies on the test split relative to the float model."
+                           + (" Input: the model's standardization folded into its first layer, pixels "
+                              "/ 256 in [0, 1) fed (--raw-input; the same float network up to rounding)."
+                              if args.raw_input else "")]
+    start = wide_config(prof)
+    start = NetworkConfig(tuple(replace(c, fmt_w=QFormat.from_width(args.weight_bits, c.fmt_w.int_bits))
+                                for c in start))
     for t in tolerances:
         t1 = time.perf_counter()
-        r = tolerance_search(ev, prof, t)
+        r = tolerance_search(ev, prof, t, start=start, knobs=("data_int", "data_frac"))
         label = f"{100 * (1 - t):g} %"
         res = sim.simulate(data.x_test, r.config, data.y_test)
-        cfg_path = r.config.save(out / f"{args.name or stem + '_stripes'}_tol{100 * t:g}_config.json")
+        cfg_path = r.config.save(out / f"{name}_tol{100 * t:g}_config.json")
         accs = {"val_accuracy": r.val_accuracy, "float_val_accuracy": r.float_val_accuracy,
                 "test_accuracy": res.accuracy, "float_test_accuracy": res.float_accuracy,
                 "relative_test_accuracy": res.accuracy / res.float_accuracy}
@@ -255,7 +295,7 @@ def _search_runs(args, shapes, accel):
               f"{time.perf_counter() - t1:.1f} s; config {cfg_path}")
         # The same values with the always-zero sign bit of non-negative inputs dropped.
         u = unsigned_inputs(r.config, nonneg)
-        if u != r.config:
+        if any(a.fmt_x != b.fmt_x for a, b, c in zip(u, r.config, is_conv) if c):  # a conv p changes
             ures = sim.simulate(data.x_test, u, data.y_test)
             uaccs = {"val_accuracy": ev.accuracy(u), "float_val_accuracy": r.float_val_accuracy,
                      "test_accuracy": ures.accuracy, "float_test_accuracy": ures.float_accuracy,
@@ -263,18 +303,21 @@ def _search_runs(args, shapes, accel):
             uwidths = [c.fmt_x.width for c in u]
             runs.append((f"{label}, no sign bit", tuple(w for w, c in zip(uwidths, is_conv) if c), uaccs,
                          {c.name: str(c.fmt_x) for c in u}))
-            same = uaccs["val_accuracy"] == r.val_accuracy and ures.accuracy == res.accuracy
-            first = ("and the first layer too: its input has no negative value" if nonneg[0] else
-                     "not the first layer: its input has negative values")
-            notes.append(f"- {label}, no sign bit: the search gives signed Q formats, whose sign bit is "
-                         "always 0 where a layer's input cannot be negative (after a ReLU and pooling; "
-                         f"{first}). The unsigned format one bit narrower holds the same values, so "
-                         "Stripes needs one bit-serial cycle less there; accuracies "
-                         f"{'equal the signed ones (simulated)' if same else 'DIFFER from the signed ones'}.")
+            same_all.append(uaccs["val_accuracy"] == r.val_accuracy and ures.accuracy == res.accuracy)
+    dropped = [s.name for s, flag in zip(shapes, nonneg) if flag and s.kind == "conv"]
+    if same_all:
+        notes.append(f"- \"no sign bit\" rows: the search gives signed Q formats (sign bit inside I), "
+                     "and the sign bit of a value that cannot be negative is always 0. Where a layer's "
+                     "input cannot be negative (it follows a ReLU, then only pooling; the first layer when its "
+                     f"calibration data has no negative value) -- here the conv layers {', '.join(dropped) or 'none'} "
+                     "-- the unsigned format one bit narrower, UQ(I-1).F, holds the same values, so Stripes "
+                     "feeds one bit less. Simulated "
+                     "accuracies of these rows "
+                     f"{'equal the signed ones' if all(same_all) else 'DIFFER from the signed ones'}.")
     return runs, notes
 
 
-def _lenet_comparison(runs, shapes, accel) -> list[str]:
+def _lenet_comparison(runs, shapes, accel, model=None) -> list[str]:
     """The Stripes Table I LeNet row against our profiles, on both sets of shapes."""
     from ..stripes import SHAPE_PRESETS, time_network
 
@@ -292,4 +335,22 @@ def _lenet_comparison(runs, shapes, accel) -> list[str]:
         a, b = time_network(caffe, prof, accel), time_network(ours, prof, accel)
         lines.append(f"| ours {label} | {_fmt_profile(prof)} | {a.ideal_speedup:.2f} | "
                      f"{b.ideal_speedup:.2f} | {b.speedup:.2f} |")
+    lines += ["", "The two shape columns separate the precisions from the layer mix: the network "
+              "speedup weights each conv layer's p by its DaDianNao time, and with "
+              f"{accel.filters_in_parallel} filters per "
+              "cycle a layer of few filters costs as much as one of that many. DaDianNao cycles per "
+              "conv layer here: " + ", ".join(f"{t.name} {t.baseline_cycles}" for t in
+                                                time_network(ours, (16,) * len(ours), accel).layers)
+              + "; Caffe LeNet: " + ", ".join(f"{t.name} {t.baseline_cycles}" for t in
+                                               time_network(caffe, (16, 16), accel).layers) + "."]
+    if model is not None:
+        md = model.metadata
+        lines += ["", "Setup differences: the paper's network is Caffe's LeNet (conv20x5, conv50x5, "
+                  "no ReLU after the convolutions, pixels scaled to [0, 1)); this model is "
+                  f"`{md.get('spec', '?')}` trained by fxpsim on {md.get('dataset', '?')} with "
+                  f"'{md.get('preprocess', '?')}' preprocessing (float test accuracy "
+                  f"{md.get('test_accuracy', float('nan')):.4f}). The paper's precisions come from "
+                  "Judd et al.'s profiling of that network; here they come from fxpsim's search on "
+                  "this model's validation samples, and 100 % means no loss on those samples, not "
+                  "on the test split."]
     return lines
