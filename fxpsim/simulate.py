@@ -413,10 +413,11 @@ class Evaluator:
     """Accuracy of many configs on one calibration set, reusing unchanged prefixes.
 
     Searches change one layer at a time; the raw output of stages whose
-    configs (and all earlier ones) are unchanged is kept in a small cache.
+    configs (and all earlier ones) are unchanged is kept in a cache of at
+    most ``cache_mb`` megabytes (oldest entries leave first).
     """
 
-    def __init__(self, sim: Simulator, x, y, prepared: bool = False, cache_size: int = 256):
+    def __init__(self, sim: Simulator, x, y, prepared: bool = False, cache_mb: float = 512):
         self.sim = sim
         self.x = x if prepared else sim.prepare(x)
         self.y = np.asarray(y)
@@ -424,7 +425,8 @@ class Evaluator:
         self.float_accuracy = float(np.mean(self.trace[-1][1].reshape(len(self.y), -1).argmax(1) == self.y))
         self._cache: dict = {}
         self._params: dict = {}
-        self.cache_size = cache_size
+        self.cache_bytes = int(cache_mb * 2**20)
+        self._cached_bytes = 0
         self.evaluations = 0
 
     def _params_for(self, i: int, cfg: LayerConfig):
@@ -448,9 +450,12 @@ class Evaluator:
                     x_in = convert_raw(h, config[i - 1].fmt_y, config[i].fmt_x, config[i].rounding,
                                        self.sim.seed)
                 hit = self.sim.run_stage(i, x_in, config[i], self._params_for(i, config[i]))
-                if len(self._cache) >= self.cache_size:
-                    self._cache.pop(next(iter(self._cache)))
+                size = hit[0].nbytes + hit[1].nbytes
+                while self._cache and self._cached_bytes + size > self.cache_bytes:  # oldest first
+                    old = self._cache.pop(next(iter(self._cache)))
+                    self._cached_bytes -= old[0].nbytes + old[1].nbytes
                 self._cache[key] = hit
+                self._cached_bytes += size
             outs.append(hit)
             h = hit[1]
         return outs
