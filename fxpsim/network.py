@@ -493,9 +493,28 @@ LAYER_KINDS: dict[str, type[Layer]] = {
 }
 
 
+_EXTENSION_KINDS = ("bdense", "bconv2d", "sign")  # fxpsim.binary.train_layers, imported on first use
+
+
+def _load_extensions() -> None:
+    """Import the modules that register extra layer kinds (binary layers pull in Numba: lazily)."""
+    from .binary import train_layers  # noqa: F401  (registers into LAYER_KINDS)
+
+
+def _extension_token(tok: str, shape: tuple, dtype):
+    """A binary layer for ``bfc``/``bconv``/``sign`` tokens, else None."""
+    if not (tok.startswith(("bfc", "bconv")) or tok == "sign"):
+        return None
+    from .binary.train_layers import parse_binary_token
+
+    return parse_binary_token(tok, shape, dtype)
+
+
 def layer_from_config(cfg: dict, dtype=DEFAULT_DTYPE) -> Layer:
     """Rebuild a layer (parameters zero) from its :meth:`Layer.config`."""
     kind = cfg.get("kind") if isinstance(cfg, dict) else None
+    if kind not in LAYER_KINDS and kind in _EXTENSION_KINDS:
+        _load_extensions()
     if kind not in LAYER_KINDS:
         raise FxpsimError(f"unknown layer kind {kind!r}: expected one of {', '.join(LAYER_KINDS)}")
     try:
@@ -519,7 +538,7 @@ class Network:
         self.seed = seed
         self.rng = np.random.default_rng(seed)
         for layer in self.layers:
-            if isinstance(layer, Dropout):
+            if isinstance(layer, Dropout) or getattr(layer, "method", None) == "bcs":
                 layer.rng = self.rng
         self.shapes = [self.input_shape]  # shapes[i] = input of layer i; shapes[-1] = output
         for layer in self.layers:
@@ -629,6 +648,8 @@ class Network:
 
 
 def _token(layer: Layer) -> str:
+    if hasattr(layer, "token"):  # binary layers: bfc/bconv with their method
+        return layer.token()
     if isinstance(layer, Conv2D):
         tok = f"conv{layer.c_out}x{layer.k}"
         tok += f"s{layer.stride}" if layer.stride != 1 else ""
@@ -649,7 +670,8 @@ def _token(layer: Layer) -> str:
 
 GRAMMAR = (
     "tokens joined by '-': conv<C>x<k>[s<stride>][p<pad>], fc<N>, relu, tanh, sigmoid, "
-    "maxpool<k>[s<stride>], avgpool<k>[s<stride>], bn, dropout<percent>, flatten"
+    "maxpool<k>[s<stride>], avgpool<k>[s<stride>], bn, dropout<percent>, flatten; binary: "
+    "bfc<N>[method], bconv<C>x<k>[s<stride>][p<pad>][method], sign (method bc|bcs|bnn|bwn|xnor|twn|ttq)"
 )
 
 
@@ -735,6 +757,15 @@ def parse_spec(spec: str, input_shape: tuple[int, ...], dtype=DEFAULT_DTYPE) -> 
         layers.append(layer)
 
     for tok in spec.split("-"):
+        try:
+            if tok.startswith("bfc") and len(shape) != 1:
+                add(Flatten(), "flatten")
+            ext = _extension_token(tok, shape, dtype)
+        except FxpsimError as err:
+            raise _bad(tok, spec, str(err)) from None
+        if ext is not None:
+            add(ext, tok)
+            continue
         for regex, what in _TOKEN_RES:
             m = regex.fullmatch(tok)
             if m:

@@ -23,6 +23,9 @@ _COMMANDS = (
     "fxpsim.cli.sweep",
     "fxpsim.cli.search",
     "fxpsim.cli.stripes",
+    "fxpsim.cli.binary",
+    "fxpsim.cli.prune",
+    "fxpsim.cli.compress",
 )
 
 

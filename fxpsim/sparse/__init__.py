@@ -4,7 +4,10 @@ One module per concept: :mod:`.pe` (EIE matrix orientation, rows interleaved
 over PEs, cycle models), :mod:`.prune` (magnitude and load-balance-aware
 pruning), :mod:`.csc` (CSC with relative indices per PE, storage in bits),
 :mod:`.kernel` (the sparse integer datapath), :mod:`.sharing` (k-means weight
-sharing), :mod:`.huffman`, :mod:`.lowrank` (truncated SVD).
+sharing), :mod:`.huffman`, :mod:`.lowrank` (truncated SVD). Network level (import them
+directly; they pull in the trainer): :mod:`.retrain` (iterative pruning with
+retraining, sensitivity, weight-sharing fine-tune) and :mod:`.pipeline`
+(Deep Compression's stages counted in bits per layer, PE cycles).
 """
 
 from .csc import CSCEncoding, CSCStorage, decode, encode, storage

@@ -66,6 +66,8 @@ class TrainConfig:
     init: str = "he"
     preprocess: str = "standardize"
     threads: int = 1
+    method: str | None = None
+    """Binary/ternary variant of ``arch`` (fxpsim.binary.train_layers: bc, bcs, bnn, bwn, xnor, twn, ttq)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "optimizer", parse_optimizer(self.optimizer))
@@ -81,6 +83,10 @@ class TrainConfig:
         check(isinstance(self.threads, int) and self.threads >= 1, f"threads={self.threads!r} must be >= 1")
         check(isinstance(self.shift, int) and self.shift >= 0, f"shift={self.shift!r} must be a whole number >= 0")
         self.lr_schedule()  # validates the schedule parameters
+        if self.method is not None:
+            from ..binary.train_layers import parse_method
+
+            object.__setattr__(self, "method", parse_method(self.method))
 
     def lr_schedule(self) -> Schedule:
         return Schedule(self.schedule, self.lr, k=self.decay, every=self.step_every, factor=self.step_factor)
@@ -146,8 +152,13 @@ def _diverged(loss: float, epoch: int, step: int, lr: float) -> FxpsimError:
 
 def fit(network: Network, x: np.ndarray, y: np.ndarray, config: TrainConfig,
         x_val: np.ndarray | None = None, y_val: np.ndarray | None = None, *,
-        progress: bool = True, log=None) -> History:
+        progress: bool = True, log=None, after_backward=None, after_step=None) -> History:
     """Train ``network`` in place on preprocessed ``x`` and labels ``y``.
+
+    ``after_backward()`` / ``after_step()`` (optional, no arguments) run after
+    each backward pass (e.g. mask the gradients of pruned weights) and after
+    each optimizer step (e.g. re-apply a pruning mask); see
+    :mod:`fxpsim.sparse.retrain`.
 
     Mini-batches are a permutation of the training set per epoch drawn from
     a generator seeded by ``config.seed``; same seed, same data, same
@@ -157,13 +168,15 @@ def fit(network: Network, x: np.ndarray, y: np.ndarray, config: TrainConfig,
     check(len(x) == len(y) and len(x) > 0, f"fit needs matching, non-empty x and y ({len(x)}, {len(y)})")
     # overflow in a diverging run is reported once, as the non-finite loss, not as numpy warnings
     with threadpool_limits(limits=config.threads, user_api="blas"), np.errstate(over="ignore", invalid="ignore"):
-        return _fit(network, x, y, config, x_val, y_val, progress, log)
+        return _fit(network, x, y, config, x_val, y_val, progress, log, after_backward, after_step)
 
 
-def _fit(network, x, y, config, x_val, y_val, progress, log) -> History:
+def _fit(network, x, y, config, x_val, y_val, progress, log, after_backward=None, after_step=None) -> History:
     has_val = x_val is not None and len(x_val) > 0
     opt = network_optimizer(network, config)
     grads = [g for _, _, g in network.params_and_grads()]
+    # binary layers: clip the real weights to [-1, 1] after each update (BinaryConnect, BNN)
+    post_update = [layer.post_update for layer in network.layers if hasattr(layer, "post_update")]
     schedule = config.lr_schedule()
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, 0x6D62]))  # mini-batch order
     aug_rng = np.random.default_rng(np.random.SeedSequence([config.seed, 0x6175]))  # augmentation shifts
@@ -191,7 +204,13 @@ def _fit(network, x, y, config, x_val, y_val, progress, log) -> History:
             if not math.isfinite(loss):
                 raise _diverged(loss, epoch + 1, step + 1, opt.lr)
             network.backward(dlogits)
+            if after_backward is not None:
+                after_backward()
             opt.step(grads)
+            if after_step is not None:
+                after_step()
+            for hook in post_update:
+                hook()
             loss_sum += loss * len(idx)
             correct += int((logits.argmax(axis=1) == yb).sum())
             if step % 20 == 0 or step == n_batches - 1:
@@ -237,6 +256,11 @@ def train(dataset: Dataset, arch: str, config: TrainConfig, *, progress: bool = 
 
     x_tr, y_tr, x_val, y_val = train_val_split(dataset.x_train, dataset.y_train, config.val_fraction, config.seed)
     prep = Preprocess.fit(x_tr, config.preprocess)
+    if config.method is not None:
+        from ..binary.train_layers import binary_spec
+        from ..network import resolve_spec
+
+        arch = binary_spec(resolve_spec(arch, dataset.input_shape, dataset.n_classes), config.method)
     network = build_network(arch, dataset.input_shape, dataset.n_classes, seed=config.seed, init=config.init)
     history = fit(network, prep.apply(x_tr), y_tr, config, prep.apply(x_val), y_val, progress=progress, log=log)
     with threadpool_limits(limits=config.threads, user_api="blas"):
