@@ -394,3 +394,17 @@ def test_fixed_point_stages_point_binary_models_to_the_bnn_simulator():
 
     with pytest.raises(FxpsimError, match="BnnSimulator"):
         build_stages(build_network("bfc16bnn-bn-sign-bfc10bnn-bn", (1, 8, 8), 10))
+
+
+def test_train_cli_method_builds_the_binary_variant(tmp_path, capsys):
+    from fxpsim.cli import main
+    from fxpsim.modelfile import load_model
+
+    out = tmp_path / "b.npz"
+    assert main(["train", "--arch", "mlp-small", "--dataset", "digits", "--method", "bwn", "--epochs", "1",
+                 "--out", str(out), "--quiet"]) == 0
+    kinds = [layer.kind for layer in load_model(out).network.layers]
+    assert "bdense" in kinds and "dense" not in kinds
+    assert main(["train", "--arch", "mlp-small", "--dataset", "digits", "--method", "foo",
+                 "--out", str(tmp_path / "c.npz"), "--quiet"]) == 2
+    assert "unknown binary method" in capsys.readouterr().err and not (tmp_path / "c.npz").exists()

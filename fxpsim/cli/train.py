@@ -38,6 +38,8 @@ def add_parser(sub) -> None:
     p.add_argument("--preprocess", default="standardize", help="none, mean-image, per-channel, standardize")
     p.add_argument("--threads", type=int, default=1,
                    help="BLAS threads (default 1: deterministic, and fastest on a shared machine)")
+    p.add_argument("--method", default=None,
+                   help="binary/ternary variant of --arch: bc, bcs, bnn, bwn, xnor, twn, ttq (see `fxpsim binary`)")
     p.add_argument("--out", default=None, help=f"model file to write (default {DEFAULT_OUT})")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -63,7 +65,7 @@ def run(args) -> int:
                          step_every=args.step_every, step_factor=args.step_factor,
                          weight_decay=args.weight_decay, l1=args.l1, val_fraction=args.val_fraction,
                          patience=args.patience, shift=args.shift, init=args.init, preprocess=args.preprocess,
-                         threads=args.threads)
+                         threads=args.threads, method=args.method)
     out = Path(args.out) if args.out else default_out(arch, dataset)
     if args.out is None:
         out.parent.mkdir(parents=True, exist_ok=True)
