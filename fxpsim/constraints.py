@@ -216,3 +216,60 @@ def min_acc_bits(constraint: str, layer: LayerRanges, max_bits: int = MAX_OPERAN
         if candidates(constraint, layer, bits, max_bits):
             return bits
     raise FxpsimError(f"layer {layer.name}: no accumulator up to {MAX_WIDTH} bits admits a solution")
+
+
+def solution_space(layer: LayerRanges, acc_bits: int, max_bits: int = MAX_OPERAND_BITS):
+    """Every (BW_w, BW_d) up to ``max_bits`` classified as in de Bruin's Fig. 4.
+
+    Columns: ``wc_safe`` / ``act_w_safe`` (no input in the data format can
+    overflow BW_acc with worst-case / the actual weights), ``act_w_optimum``
+    (a Pareto-maximal ACT_w pair), ``act_y`` (on the ACT_y line
+    FL_w + FL_d = BW_acc - I_y), and ``paper_wc_sum`` (eq. 3's BW_w + BW_d).
+    """
+    import pandas as pd
+
+    limit = (1 << (acc_bits - 1)) - 1
+    optima = {(c.bw_w, c.bw_d) for c in candidates("act-w", layer, acc_bits, max_bits)}
+    act_y = {(c.bw_w, c.bw_d) for c in candidates("act-y", layer, acc_bits, max_bits)}
+    rows = []
+    for bw_w in range(1, max_bits + 1):
+        fmt_w = QFormat.from_width(bw_w, layer.int_bits_w)
+        l1 = _channel_l1(quantized_weights(layer, fmt_w), layer.kind)
+        for bw_d in range(1, max_bits + 1):
+            fmt_x = QFormat.from_width(bw_d, layer.int_bits_x)
+            rows.append({"layer": layer.name, "K": layer.fan_in, "acc_bits": acc_bits, "bw_w": bw_w, "bw_d": bw_d,
+                         "wc_safe": worst_case_acc(layer, fmt_w, fmt_x, acc_bits, False) <= limit,
+                         "act_w_safe": worst_case_acc(layer, fmt_w, fmt_x, acc_bits, True, l1) <= limit,
+                         "act_w_optimum": (bw_w, bw_d) in optima, "act_y": (bw_w, bw_d) in act_y,
+                         "paper_wc_sum": paper_sum("wc", layer, acc_bits)})
+    return pd.DataFrame(rows)
+
+
+def plot_solution_space(df, title: str):
+    """de Bruin Fig. 4: BW_d vs BW_w per layer; WC line, ACT_w region and optima, ACT_y points."""
+    from .reports import new_figure
+
+    layers = list(dict.fromkeys(df["layer"]))
+    fig, axes = new_figure(1, len(layers), figsize=(3.2 * len(layers), 3.4), squeeze=False)
+    for ax, name in zip(axes[0], layers):
+        part = df[df["layer"] == name]
+        safe = part[part["act_w_safe"]]
+        ax.scatter(safe["bw_w"], safe["bw_d"], s=8, color="#bbbbbb", label="ACT_w/WC_d safe")
+        wc = part[part["wc_safe"]]
+        ax.scatter(wc["bw_w"], wc["bw_d"], s=8, color="#555555", label="WC_w/WC_d safe")
+        total = int(part["paper_wc_sum"].iloc[0])
+        xs = range(1, int(part["bw_w"].max()) + 1)
+        ax.plot(list(xs), [total - x for x in xs], color="C0", linewidth=1, label="eq. 3 line")
+        opt = part[part["act_w_optimum"]]
+        ax.scatter(opt["bw_w"], opt["bw_d"], marker="s", s=22, color="C1", label="ACT_w/WC_d optima")
+        ay = part[part["act_y"]]
+        ax.scatter(ay["bw_w"], ay["bw_d"], marker="x", s=26, color="C3", label="ACT_y")
+        top = int(part["bw_d"].max())
+        ax.set_xlim(0.5, top + 0.5)
+        ax.set_ylim(0.5, top + 0.5)
+        ax.set_xlabel("BW_w")
+        ax.set_title(f"{name} (K={int(part['K'].iloc[0])})", fontsize=9)
+    axes[0][0].set_ylabel("BW_d")
+    axes[0][-1].legend(fontsize=6, loc="upper right")
+    fig.suptitle(title, fontsize=10)
+    return fig

@@ -101,3 +101,17 @@ def test_too_narrow_accumulator_is_a_clear_error():
     assert candidates("wc", layer, need) and not candidates("wc", layer, need - 1)
     with pytest.raises(FxpsimError, match="unknown constraint"):
         candidates("best", layer, 16)
+
+
+def test_solution_space_classifies_every_pair():
+    from fxpsim.constraints import solution_space
+
+    rng = np.random.default_rng(1)
+    layer = LayerRanges("fc1", rng.normal(0, 0.2, (50, 3)), rng.normal(0, 0.1, 3), "dense", 2.0, 6.0)
+    df = solution_space(layer, 16, max_bits=10)
+    assert len(df) == 100
+    assert (df["act_w_safe"] | ~df["wc_safe"]).all()  # worst-case safe implies actual-weights safe
+    opt = df[df["act_w_optimum"]]
+    assert len(opt) and opt["act_w_safe"].all()
+    assert {(c.bw_w, c.bw_d) for c in candidates("act-y", layer, 16, 10)} == set(
+        map(tuple, df[df["act_y"]][["bw_w", "bw_d"]].values.tolist()))

@@ -174,6 +174,15 @@ def _run_acc_table(args) -> int:
             f"{req.attrs['quantized_ideal_accuracy']:.4f}; float {req.attrs['float_accuracy']:.4f}).")
     write_table(req, f"{stem}_acc_required", out, title="Required accumulator range", text=text)
     print(format_table(req))
+    from ..constraints import plot_solution_space, solution_space
+    from ..search import layer_ranges
+
+    space = pd.concat([solution_space(r, 16) for r in layer_ranges(ev, prof)], ignore_index=True)
+    write_table(space, f"{stem}_solution_space", out, title="Solution space at BW_acc = 16 (de Bruin Fig. 4)",
+                text="Every (BW_w, BW_d) up to 16 bits per layer: safe under WC_w/WC_d or ACT_w/WC_d "
+                     "(checked exactly on raw integers), the ACT_w optima, the ACT_y line.")
+    save_figure(plot_solution_space(space, f"{stem}: solution space at BW_acc = 16"),
+                out / f"{stem}_solution_space.png")
     sweep = acc_bits_sweep(ev, prof, progress=not args.no_progress)
     write_table(sweep, f"{stem}_acc_sweep", out, title="Normalized accuracy vs BW_acc")
     save_figure(plot_acc_sweep(sweep, f"{stem}: normalized accuracy vs BW_acc"),
