@@ -469,6 +469,7 @@ class Evaluator:
 
     def layer_error(self, config: NetworkConfig, i: int) -> float:
         """de Bruin's sum |y - y_hat| of stage ``i``'s kernel output vs the float model."""
+        self.evaluations += 1
         kernel_y = self.stage_outputs(config, i + 1)[i][0]
         y_hat = dequantize(kernel_y, config[i].fmt_y)
         return float(np.abs(self.trace[i][0].reshape(y_hat.shape) - y_hat).sum())
