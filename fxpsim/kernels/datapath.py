@@ -215,11 +215,9 @@ def requantize(acc: np.ndarray, cfg: _Config) -> np.ndarray:
     s = cfg.shift
     y_min, y_max = cfg.fmt_y.raw_min, cfg.fmt_y.raw_max
     if cfg.rounding is not Rounding.STOCHASTIC:  # fused Numba pass (same semantics as below)
-        hi_a = y_max >> -s if s <= 0 else 0
-        lo_a = -((-y_min) >> -s) if s <= 0 else 0
         out = np.empty(v.shape, dtype=np.int64)
         with _threads_for(v.size * 64):
-            jit._requantize_kernel(v.reshape(-1), s, cfg.rounding.code, lo_a, hi_a, y_min, y_max,
+            jit._requantize_kernel(v.reshape(-1), s, cfg.rounding.code, y_min, y_max,
                                    cfg.activation == "relu", out.reshape(-1))
         return out
     if s <= 0:

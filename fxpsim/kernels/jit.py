@@ -258,34 +258,41 @@ def _add_bias_kernel(s, bias, e_out, row_max):  # pragma: no cover - jitted
         row_max[b] = mx
 
 
-@njit(cache=True, parallel=True)
-def _requantize_kernel(acc, shift, mode, lo_a, hi_a, y_min, y_max, relu, out):  # pragma: no cover
-    """acc -> y, flat arrays: round by ``shift`` (mode = Rounding.code, not stochastic),
-    clip to [y_min, y_max], ReLU. ``shift <= 0``: exact left shift, saturating
-    when acc lies outside [lo_a, hi_a]. Same semantics as qformat.shift_round."""
-    for i in prange(acc.size):
-        v = acc[i]
-        if shift <= 0:
-            if v > hi_a:
-                y = y_max
-            elif v < lo_a:
-                y = y_min
-            else:
-                y = v << -shift
+@njit(cache=True, inline="always")
+def requantize_one(v, shift, mode, y_min, y_max, relu):  # pragma: no cover - jitted
+    """One accumulator value -> output raw: round by ``shift`` (mode = Rounding.code, not
+    stochastic), clip to [y_min, y_max], ReLU. ``shift <= 0``: exact left shift, saturating
+    where the shifted value would leave [y_min, y_max]. Same semantics as qformat.shift_round."""
+    if shift <= 0:
+        hi_a = y_max >> -shift
+        lo_a = -((-y_min) >> -shift)
+        if v > hi_a:
+            y = y_max
+        elif v < lo_a:
+            y = y_min
         else:
-            q = v >> shift
-            rem = v - (q << shift)
-            half = np.int64(1) << (shift - 1)
-            if mode == 0:  # nearest-even
-                up = rem > half or (rem == half and (q & 1) == 1)
-            elif mode == 1:  # nearest, ties away from zero
-                up = rem > half or (rem == half and v >= 0)
-            elif mode == 2:  # floor
-                up = False
-            else:  # toward zero
-                up = rem != 0 and v < 0
-            y = q + up
-            y = min(max(y, y_min), y_max)
-        if relu and y < 0:
-            y = 0
-        out[i] = y
+            y = v << -shift
+    else:
+        q = v >> shift
+        rem = v - (q << shift)
+        half = np.int64(1) << (shift - 1)
+        if mode == 0:  # nearest-even
+            up = rem > half or (rem == half and (q & 1) == 1)
+        elif mode == 1:  # nearest, ties away from zero
+            up = rem > half or (rem == half and v >= 0)
+        elif mode == 2:  # floor
+            up = False
+        else:  # toward zero
+            up = rem != 0 and v < 0
+        y = q + up
+        y = min(max(y, y_min), y_max)
+    if relu and y < 0:
+        y = 0
+    return y
+
+
+@njit(cache=True, parallel=True)
+def _requantize_kernel(acc, shift, mode, y_min, y_max, relu, out):  # pragma: no cover - jitted
+    """:func:`requantize_one` over flat arrays."""
+    for i in prange(acc.size):
+        out[i] = requantize_one(acc[i], shift, mode, y_min, y_max, relu)

@@ -47,6 +47,7 @@ from numba import njit, prange
 
 from ..errors import check
 from ..kernels.datapath import OverflowStats, stochastic_bits
+from ..kernels.jit import requantize_one
 from ..qformat import Overflow, QFormat, Rounding, check_raw, parse_overflow, parse_rounding
 from .csc import CSCEncoding, entry_columns, entry_rows
 from .pe import load_imbalance
@@ -119,34 +120,6 @@ def column_schedule(enc: CSCEncoding) -> ColumnSchedule:
     ptr[1:] = np.cumsum(np.bincount(cols[real], minlength=n_cols))
     return ColumnSchedule(ptr, rows[real][order], np.asarray(enc.values[real][order], np.int64),
                           entries, padding)
-
-
-@njit(cache=True, inline="always")
-def _requant(a, shift, rnd, y_lo, y_hi, relu):  # pragma: no cover - jitted
-    """Deterministic requantization as ``datapath.requantize`` (codes in Rounding order)."""
-    if shift <= 0:
-        hi_a = y_hi >> -shift
-        lo_a = -((-y_lo) >> -shift)
-        if a > hi_a:
-            q = y_hi
-        elif a < lo_a:
-            q = y_lo
-        else:
-            q = a << -shift
-    else:
-        q = a >> shift
-        rem = a - (q << shift)
-        half = np.int64(1) << (shift - 1)
-        if rnd == 0:  # nearest-even
-            q += (rem > half) | ((rem == half) & ((q & 1) == 1))
-        elif rnd == 1:  # nearest, ties away from zero
-            q += (rem > half) | ((rem == half) & (a >= 0))
-        elif rnd == 3:  # toward zero
-            q += (rem != 0) & (a < 0)
-        q = min(max(q, y_lo), y_hi)
-    if relu:
-        q = max(q, 0)
-    return q
 
 
 @njit(cache=True, parallel=True)
@@ -227,7 +200,7 @@ def _eie_kernel(x, ptr, rows, vals, entries, bias, lo, hi, mode, shift, rnd, y_l
                 n_aff += cnt[r] > 0
                 mx = max(mx, abs(acc[r] if mode == 2 else ex[r]))
                 if rnd >= 0:
-                    y_out[b, r] = _requant(acc[r], shift, rnd, y_lo, y_hi, relu)
+                    y_out[b, r] = requantize_one(acc[r], shift, rnd, y_lo, y_hi, relu)
         th_stats[t, 0] = n_ovf
         th_stats[t, 1] = n_aff
         th_stats[t, 2] = mx
@@ -333,7 +306,7 @@ def _lanes_kernel(x, ptr, rows, vals, entries, bias, lo, hi, span, inv, mode, la
                 n_aff += c > 0
                 mx = max(mx, abs(a if mode == 2 else np.int64(ex[r, l])))
                 if rnd >= 0:
-                    y_out[b0 + l, r] = _requant(a, shift, rnd, y_lo, y_hi, relu)
+                    y_out[b0 + l, r] = requantize_one(a, shift, rnd, y_lo, y_hi, relu)
         blk_stats[blk, 0] = n_ovf
         blk_stats[blk, 1] = n_aff
         blk_stats[blk, 2] = mx
