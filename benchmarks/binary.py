@@ -26,24 +26,10 @@ from threadpoolctl import threadpool_info
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _bench import blas_line, load_line, print_rows, timed, write_rows  # noqa: E402
 from fxpsim.binary import kernels, pack_signs, pack_weights  # noqa: E402
 
 REPORT = Path(__file__).resolve().parents[1] / "reports" / "bench_binary.csv"
-
-
-def blas_line() -> str:
-    """Which BLAS kernel threadpoolctl reports (and the env override, if any)."""
-    parts = [f"{i.get('internal_api')} {i.get('version')} arch={i.get('architecture')} "
-             f"threads={i.get('num_threads')} [{Path(i.get('filepath', '?')).parent.name}]"
-             for i in threadpool_info() if i.get("user_api") == "blas"]
-    env = os.environ.get("OPENBLAS_CORETYPE")
-    return "; ".join(parts or ["no BLAS found"]) + (f" (OPENBLAS_CORETYPE={env})" if env else "")
-
-
-def timed(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 def bitwise_count_dense(pa: np.ndarray, wt: np.ndarray, k: int, chunk: int = 128) -> np.ndarray:
@@ -95,29 +81,20 @@ def main(argv=None) -> int:
     base = med["float32_matmul"]
 
     shape = f"({b}x{k})x({k}x{n})"
-    rows = [(f"binary_dense {shape}", case, med[case], base, base / med[case])
+    rows = [(f"binary_dense {shape}", case, med[case], base)
             for case in ("float32_matmul", "xnor_popcount_kernel", "pack_plus_kernel", "pack_activations",
                          "pack_weights_once", "numpy_bitwise_count")]
 
     print(f"BLAS: {blas_line()}")
-    print(f"load average (1 min): {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores "
-          "(shared machine: timings are noisy)")
-    print(f"median of {args.repeats} interleaved runs; ratio = float32 seconds / case seconds (>1: faster)")
-    print(f"{'benchmark':<34} {'case':<22} {'seconds':>10} {'baseline':>10} {'ratio':>8}")
-    for bench, case, sec, bsec, ratio in rows:
-        print(f"{bench:<34} {case:<22} {sec:>10.4f} {bsec:>10.4f} {ratio:>8.2f}")
+    print(load_line())
+    print(f"median of {args.repeats} interleaved runs; ratio = case seconds / float32 seconds (< 1: faster)")
+    print_rows(rows, 34, 22)
     target = base / med["xnor_popcount_kernel"]
     print(f"target >= 3x faster than float32: {'met' if target >= 3 else 'NOT met'} ({target:.2f}x); "
           f"packing the activations adds {med['pack_activations'] / med['xnor_popcount_kernel']:.0%} "
           "of the kernel time")
 
-    args.csv.parent.mkdir(parents=True, exist_ok=True)
-    with args.csv.open("w", newline="") as fh:
-        wr = csv.writer(fh)
-        wr.writerow(["benchmark", "case", "seconds", "baseline_seconds", "ratio"])
-        for bench, case, sec, bsec, ratio in rows:
-            wr.writerow([bench, case, f"{sec:.6f}", f"{bsec:.6f}", f"{ratio:.3f}"])
-    print(f"wrote {args.csv}")
+    write_rows(args.csv, rows)
     return 0
 
 

@@ -37,19 +37,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from fxpsim.kernels import conv2d, dense  # noqa: E402
+from _bench import blas_line  # noqa: E402
 from fxpsim.qformat import QFormat  # noqa: E402
 
 Q8 = QFormat(8, 0)
 COLUMNS = ["benchmark", "case", "seconds", "baseline_seconds", "ratio"]
-
-
-def blas_kernel() -> str:
-    """What threadpoolctl says about the BLAS NumPy uses."""
-    from threadpoolctl import threadpool_info
-
-    infos = [i for i in threadpool_info() if i.get("user_api") == "blas"]
-    return "; ".join(f"{i.get('internal_api')} {i.get('version')} kernel={i.get('architecture')} "
-                     f"threads={i.get('num_threads')}" for i in infos) or "no BLAS found"
 
 
 def interleaved(case, baseline, repeats: int) -> tuple[float, float]:
@@ -207,7 +199,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "reports" / "bench_datapath.csv"))
     args = ap.parse_args(argv)
     rng = np.random.default_rng(0)
-    print(f"BLAS: {blas_kernel()}")
+    print(f"BLAS: {blas_line()}")
     print(f"cores: {os.cpu_count()}; load average: {os.getloadavg()[0]:.1f} (other jobs make numbers noisy)")
     rows = compile_cases()
     rows += dense_cases(rng, args.repeats, 1000 if args.quick else 10000)

@@ -27,10 +27,8 @@ The machine is shared (2 cores): the load average is printed.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +36,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _bench import print_rows, timed, write_rows  # noqa: E402
 from fxpsim.errors import FxpsimError  # noqa: E402
 from fxpsim.kernels import dense  # noqa: E402
 from fxpsim.qformat import QFormat, int_bits_for, quantize  # noqa: E402
@@ -78,12 +77,6 @@ def first_layer(model: Path) -> tuple[np.ndarray, str]:
         if w.shape == (784, 300):
             return np.asarray(w, np.float64), f"trained {model.name} layer 1"
     return np.random.default_rng(0).normal(0.0, np.sqrt(2 / 784), size=(784, 300)), "He-normal random"
-
-
-def timed(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 def main(argv=None) -> int:
@@ -131,15 +124,15 @@ def main(argv=None) -> int:
     base = med["float32_matmul"]
 
     shape = f"784x300 {args.sparsity:.0%} sparse B={x.shape[0]}"
-    rows = [("float32_baseline", shape, base, base, 1.0)]
+    rows = [("float32_baseline", shape, base, base)]
     for name in cases:
         if name == "float32_matmul":
             continue
         kind, tag = name.split(" ")
-        rows.append((f"{kind}_vs_float32", f"{shape} {tag}", med[name], base, med[name] / base))
+        rows.append((f"{kind}_vs_float32", f"{shape} {tag}", med[name], base))
         if kind.startswith("sparse"):
             d = med[f"dense_datapath {tag}"]
-            rows.append((f"{kind}_vs_dense", f"{shape} {tag}", med[name], d, med[name] / d))
+            rows.append((f"{kind}_vs_dense", f"{shape} {tag}", med[name], d))
 
     print(f"inputs: {src}; weights {wsrc}, {fmt_w}, {np.count_nonzero(w)} non-zeros of {w.size}; "
           f"activation zeros {np.mean(x == 0):.0%}")
@@ -150,19 +143,11 @@ def main(argv=None) -> int:
           f"load imbalance {pe.load_imbalance:.2f}, overflows {ovf.overflow_count}")
     print(f"load average (1 min): {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores (shared machine: noisy)")
     print(f"median of {args.repeats} interleaved runs; ratio = seconds / baseline_seconds (< 1: faster)")
-    print(f"{'benchmark':<28} {'case':<38} {'seconds':>9} {'baseline':>9} {'ratio':>7}")
-    for bench, case, sec, bsec, ratio in rows:
-        print(f"{bench:<28} {case:<38} {sec:>9.4f} {bsec:>9.4f} {ratio:>7.3f}")
-    slower = [r for r in rows if r[0] == "sparse_eie_vs_dense" and r[4] >= 1]
+    print_rows(rows)
+    slower = [r for r in rows if r[0] == "sparse_eie_vs_dense" and r[2] >= r[3]]
     print(f"target (sparse faster than dense in every case): {'met' if not slower else 'NOT met'}")
 
-    args.csv.parent.mkdir(parents=True, exist_ok=True)
-    with args.csv.open("w", newline="") as fh:
-        wr = csv.writer(fh)
-        wr.writerow(["benchmark", "case", "seconds", "baseline_seconds", "ratio"])
-        for bench, case, sec, bsec, ratio in rows:
-            wr.writerow([bench, case, f"{sec:.6f}", f"{bsec:.6f}", f"{ratio:.3f}"])
-    print(f"wrote {args.csv}")
+    write_rows(args.csv, rows)
     return 0
 
 

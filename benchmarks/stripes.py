@@ -25,28 +25,22 @@ shared (2 cores), the load average is printed.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import statistics
 import sys
-import time
+
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _bench import print_rows, timed, write_rows  # noqa: E402
 from fxpsim import kernels  # noqa: E402
 from fxpsim.kernels.datapath import im2col  # noqa: E402
 from fxpsim.stripes import _bit_parallel, bit_serial_conv2d  # noqa: E402
 
 REPORT = Path(__file__).resolve().parents[1] / "reports" / "bench_stripes.csv"
-
-
-def timed(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 def main(argv=None) -> int:
@@ -95,26 +89,18 @@ def main(argv=None) -> int:
     med = {name: statistics.median(t) for name, t in times.items()}
 
     base = med["numpy float32 im2col+matmul"]
-    rows = [("stripes_vs_float32", name, med[name], base, med[name] / base) for name in cases]
+    rows = [("stripes_vs_float32", name, med[name], base) for name in cases]
     for name in cases:
         if name.startswith("bit-serial"):
             par = name.replace("bit-serial", "kernels.conv2d")
-            rows.append(("stripes_vs_bit_parallel", name, med[name], med[par], med[name] / med[par]))
+            rows.append(("stripes_vs_bit_parallel", name, med[name], med[par]))
 
     macs = args.batch * f * oh * oh * c * k * k
     print(f"LeNet-5 conv2: batch {args.batch}, {c}->{f} ch, {k}x{k}, {hw}x{hw} -> {oh}x{oh}; "
           f"{macs / 1e6:.0f} M MACs; median of {args.repeats}; load average "
           f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}")
-    print(f"{'benchmark':<26} {'case':<32} {'seconds':>9} {'baseline_s':>10} {'ratio':>8}")
-    for bench, case, sec, bsec, ratio in rows:
-        print(f"{bench:<26} {case:<32} {sec:>9.4f} {bsec:>10.4f} {ratio:>8.2f}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "w", newline="") as fh:
-        out = csv.writer(fh)
-        out.writerow(["benchmark", "case", "seconds", "baseline_seconds", "ratio"])
-        for bench, case, sec, bsec, ratio in rows:
-            out.writerow([bench, case, f"{sec:.6f}", f"{bsec:.6f}", f"{ratio:.4f}"])
-    print(f"wrote {args.out}")
+    print_rows(rows, 26, 32)
+    write_rows(args.out, rows)
     return 0
 
 

@@ -162,7 +162,8 @@ def candidates(constraint: str, layer: LayerRanges, acc_bits: int,
 
     WC, ACT_w and A2Q: the Pareto-maximal pairs (no operand can gain a bit
     and stay safe); weight formats in which every weight rounds to zero are
-    no solution. ACT_y: every split of FL_w + FL_d = BW_acc - I_y.
+    no solution. ACT_y: every split of FL_w + FL_d = BW_acc - I_y (capped at
+    what ``max_bits``-bit operands can hold).
     """
     check(constraint in CONSTRAINTS,
           f"unknown constraint {constraint!r}: use one of {', '.join(CONSTRAINTS)}")
@@ -170,7 +171,10 @@ def candidates(constraint: str, layer: LayerRanges, acc_bits: int,
           f"acc bits {acc_bits!r} must be in 1..{MAX_WIDTH}")
     out: list[Candidate] = []
     if constraint == "act-y":
-        fl_sum = acc_bits - layer.int_bits_acc
+        # FL_w + FL_d = BW_acc - I_y; an accumulator wider than the widest operands can use
+        # keeps the widest operands (headroom instead of fraction bits no multiplier has)
+        widest = (max_bits - layer.int_bits_w) + (max_bits - layer.int_bits_x)
+        fl_sum = min(acc_bits - layer.int_bits_acc, widest)
         for bw_w in range(1, max_bits + 1):
             fmt_w = QFormat.from_width(bw_w, layer.int_bits_w)
             fl_d = fl_sum - fmt_w.frac_bits

@@ -93,6 +93,8 @@ def test_act_y_uses_profiled_output_range():
     layer = LayerRanges("fc1", np.full((10, 2), 0.1), np.zeros(2), "dense", 1.0, 5.0)  # I_y = 4
     for c in candidates("act-y", layer, 16):
         assert c.fmt_w.frac_bits + c.fmt_x.frac_bits == 16 - 4
+    wide = candidates("act-y", layer, 40)  # more than 16-bit operands can use: the widest ones
+    assert wide and {(c.bw_w, c.bw_d) for c in wide} == {(16, 16)}
 
 
 def test_too_narrow_accumulator_is_a_clear_error():
