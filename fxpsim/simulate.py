@@ -129,6 +129,7 @@ class LayerStats:
     out_max: float
     abs_error_sum: float  # sum |y - y_hat| against the float model at the kernel output
     mean_abs_error: float
+    outputs_out_of_format: int  # float-model outputs outside fmt_y's range (saturated there)
 
 
 @dataclass
@@ -293,7 +294,7 @@ class Simulator:
                 if i > 0:
                     h = convert_raw(h, config[i - 1].fmt_y, cfg.fmt_x, cfg.rounding, self.seed)
                 kernel_y, h, stats = self.run_stage(i, h, cfg, params[i])
-                acc[i].add(stats, dequantize(kernel_y, cfg.fmt_y), trace[i][0])
+                acc[i].add(stats, dequantize(kernel_y, cfg.fmt_y), trace[i][0], cfg.fmt_y)
             logits.append(dequantize(h, config[-1].fmt_y).reshape(len(xb), -1))
             float_logits.append(trace[-1][1].reshape(len(xb), -1))
         logits = np.concatenate(logits)
@@ -314,8 +315,9 @@ class _StatsAccumulator:
         self.name, self.fan_in = name, fan_in
         self.additions = self.overflows = self.outputs = self.affected = self.max_abs = 0
         self.lo, self.hi, self.err = np.inf, -np.inf, 0.0
+        self.out_of_format = 0
 
-    def add(self, stats, y_hat: np.ndarray, y: np.ndarray) -> None:
+    def add(self, stats, y_hat: np.ndarray, y: np.ndarray, fmt_y: QFormat) -> None:
         self.additions += int(stats.additions)
         self.overflows += int(stats.overflow_count)
         self.affected += int(stats.outputs_affected)
@@ -324,11 +326,12 @@ class _StatsAccumulator:
         if y_hat.size:
             self.lo, self.hi = min(self.lo, float(y_hat.min())), max(self.hi, float(y_hat.max()))
         self.err += float(np.abs(y.reshape(y_hat.shape) - y_hat).sum())
+        self.out_of_format += int(np.count_nonzero((y < fmt_y.min_value) | (y > fmt_y.max_value)))
 
     def result(self, cfg: LayerConfig) -> LayerStats:
         return LayerStats(self.name, self.fan_in, self.additions, self.overflows, self.outputs,
                           self.affected, self.max_abs, self.max_abs.bit_length() + 1,
-                          self.lo, self.hi, self.err, self.err / max(self.outputs, 1))
+                          self.lo, self.hi, self.err, self.err / max(self.outputs, 1), self.out_of_format)
 
 
 def simulate(model, config: NetworkConfig, x, y=None, batch_size: int = 2000) -> SimResult:

@@ -106,3 +106,14 @@ def test_unmappable_layers_are_named():
     net = _net("fc16-relu-bn-fc10", shape=(64,))
     with pytest.raises(FxpsimError, match="no integer mapping"):
         build_stages(net)
+
+
+def test_outputs_outside_their_format_are_counted_per_layer():
+    net = _net("fc16-relu-fc10", shape=(64,))
+    x = _inputs(50, shape=(64,))
+    sim = Simulator(net)
+    cfg = config_from_profile(profile(sim, x), acc_bits=40, overflow="clip")
+    assert all(s.outputs_out_of_format == 0 for s in sim.simulate(x, cfg).layer_stats)
+    narrow = cfg.with_layer(0, fmt_y=QFormat(1, 6)).with_layer(1, fmt_x=QFormat(1, 6))
+    stats = sim.simulate(x, narrow).layer_stats
+    assert stats[0].outputs_out_of_format > 0 and stats[0].out_max <= QFormat(1, 6).max_value
