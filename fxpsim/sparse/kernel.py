@@ -122,6 +122,16 @@ def column_schedule(enc: CSCEncoding) -> ColumnSchedule:
                           entries, padding)
 
 
+@njit(cache=True, inline="always")
+def _add_pe_cycles(pc, pe_tot):  # pragma: no cover - jitted
+    """Add one vector's per-PE entries ``pc`` to ``pe_tot``; return the busiest PE's (queued cycles)."""
+    busiest = 0
+    for p in range(pc.shape[0]):
+        pe_tot[p] += pc[p]
+        busiest = max(busiest, pc[p])
+    return busiest
+
+
 @njit(cache=True, parallel=True)
 def _eie_kernel(x, ptr, rows, vals, entries, bias, lo, hi, mode, shift, rnd, y_lo, y_hi, relu,
                 acc_out, y_out, th_stats, th_pe, th_active):  # pragma: no cover - jitted
@@ -190,11 +200,7 @@ def _eie_kernel(x, ptr, rows, vals, entries, bias, lo, hi, mode, shift, rnd, y_l
                         u = min(max(s, lo), hi)
                     cnt[r] += s != u
                     acc[r] = u
-            busiest = 0
-            for p in range(n_pes):
-                pe_tot[p] += pc[p]
-                busiest = max(busiest, pc[p])
-            queued += busiest
+            queued += _add_pe_cycles(pc, pe_tot)
             for r in range(n_out):
                 n_ovf += cnt[r]
                 n_aff += cnt[r] > 0
@@ -252,11 +258,7 @@ def _lanes_kernel(x, ptr, rows, vals, entries, bias, lo, hi, span, inv, mode, la
                     ek = entries[k]
                     for p in range(n_pes):
                         pc[p] += ek[p]
-            busiest = 0
-            for p in range(n_pes):
-                pe_tot[p] += pc[p]
-                busiest = max(busiest, pc[p])
-            queued += busiest
+            queued += _add_pe_cycles(pc, pe_tot)
         for r in range(n_out):
             for l in range(lanes):
                 acc[r, l] = bias[r]
