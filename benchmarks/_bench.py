@@ -44,21 +44,32 @@ def load_line() -> str:
 
 
 def with_ratios(rows) -> list[tuple]:
-    """``(benchmark, case, seconds, baseline)`` -> the same with ``seconds / baseline`` appended."""
+    """``(benchmark, case, seconds, baseline)`` -> the same with ``seconds / baseline`` appended.
+
+    A row without a baseline (NaN, e.g. a compile time) gets a NaN ratio.
+    """
     return [(b, c, s, bs, s / bs if bs else float("nan")) for b, c, s, bs in rows]
 
 
-def print_rows(rows, bench_width: int = 28, case_width: int = 38) -> None:
+def _num(v: float, fmt: str) -> str:
+    return "" if v != v else format(v, fmt)  # NaN: no baseline, no ratio
+
+
+def print_rows(rows, bench_width: int = 28, case_width: int | None = None) -> None:
+    """The rows as an aligned table (``case_width`` None: as wide as the longest case)."""
+    table = with_ratios(rows)
+    case_width = case_width or max(len(r[1]) for r in table)
     print(f"{'benchmark':<{bench_width}} {'case':<{case_width}} {'seconds':>9} {'baseline':>9} {'ratio':>8}")
-    for bench, case, sec, bsec, ratio in with_ratios(rows):
-        print(f"{bench:<{bench_width}} {case:<{case_width}} {sec:>9.4f} {bsec:>9.4f} {ratio:>8.3f}")
+    for bench, case, sec, bsec, ratio in table:
+        print(f"{bench:<{bench_width}} {case:<{case_width}} {sec:>9.4f} {_num(bsec, '.4f'):>9} "
+              f"{_num(ratio, '.3f'):>8}")
 
 
 def write_rows(path: Path, rows) -> Path:
     """The rows as CSV with :data:`COLUMNS`, atomically."""
     lines = [",".join(COLUMNS)]
     for bench, case, sec, bsec, ratio in with_ratios(rows):
-        lines.append(f'"{bench}","{case}",{sec:.6f},{bsec:.6f},{ratio:.4f}')
+        lines.append(f'"{bench}","{case}",{sec:.6f},{_num(bsec, ".6f")},{_num(ratio, ".4f")}')
     path = write_text_atomic(Path(path), "\n".join(lines) + "\n")
     print(f"wrote {path}")
     return path

@@ -23,12 +23,10 @@ warm-up), because other jobs may share the cores. Rows:
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -37,11 +35,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from fxpsim.kernels import conv2d, dense  # noqa: E402
-from _bench import blas_line  # noqa: E402
+from _bench import blas_line, load_line, print_rows, timed, write_rows  # noqa: E402
 from fxpsim.qformat import QFormat  # noqa: E402
 
 Q8 = QFormat(8, 0)
-COLUMNS = ["benchmark", "case", "seconds", "baseline_seconds", "ratio"]
 
 
 def interleaved(case, baseline, repeats: int) -> tuple[float, float]:
@@ -50,12 +47,8 @@ def interleaved(case, baseline, repeats: int) -> tuple[float, float]:
     baseline()
     tc, tb = [], []
     for _ in range(repeats):
-        t = time.perf_counter()
-        baseline()
-        tb.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        case()
-        tc.append(time.perf_counter() - t)
+        tb.append(timed(baseline))
+        tc.append(timed(case))
     return float(np.median(tc)), float(np.median(tb))
 
 
@@ -149,6 +142,14 @@ def peer_cases(rng, rows=8, k=784, n=30, acc_bits=16):
     ours = dense(x, w, None, **kw).acc
     t_ours, _ = interleaved(lambda: dense(x, w, None, **kw), lambda: None, 5)
     out = []
+
+    def peer_row(name: str, run) -> tuple:
+        """Time one run of a peer, check it bit-exact against fxpsim; ratio = fxpsim speed-up."""
+        got = []
+        secs = timed(lambda: got.append(run()))
+        tag = "bit-exact" if np.array_equal(got[0], ours) else "DIFFERS from fxpsim"
+        return ("peer", f"{name} per-step clip {rows}x{k}x{n} ({tag}); ratio = fxpsim speed-up", secs, t_ours)
+
     try:
         from fxpmath import Fxp
 
@@ -160,12 +161,7 @@ def peer_cases(rng, rows=8, k=784, n=30, acc_bits=16):
                 acc = Fxp(acc + xs[:, kk:kk + 1] * ws[kk:kk + 1, :], like=acc)
             return np.asarray(acc.val, dtype=np.int64)
 
-        t = time.perf_counter()
-        got = fxpmath_run()
-        secs = time.perf_counter() - t
-        tag = "bit-exact" if np.array_equal(got, ours) else "DIFFERS from fxpsim"
-        out.append(("peer", f"fxpmath per-step clip {rows}x{k}x{n} ({tag}); ratio = fxpsim speed-up",
-                    secs, t_ours))
+        out.append(peer_row("fxpmath", fxpmath_run))
     except ImportError:
         print("fxpmath not installed: pip install -e '.[bench]'")
     try:
@@ -180,12 +176,7 @@ def peer_cases(rng, rows=8, k=784, n=30, acc_bits=16):
                     int_bits=acc_bits, frac_bits=0, overflow=OverflowMode.SAT)
             return acc.to_numpy().astype(np.int64)
 
-        t = time.perf_counter()
-        got = apy_run()
-        secs = time.perf_counter() - t
-        tag = "bit-exact" if np.array_equal(got, ours) else "DIFFERS from fxpsim"
-        out.append(("peer", f"APyTypes per-step clip {rows}x{k}x{n} ({tag}); ratio = fxpsim speed-up",
-                    secs, t_ours))
+        out.append(peer_row("APyTypes", apy_run))
     except ImportError:
         print("apytypes not installed: pip install -e '.[bench]'")
     return out
@@ -200,28 +191,14 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     rng = np.random.default_rng(0)
     print(f"BLAS: {blas_line()}")
-    print(f"cores: {os.cpu_count()}; load average: {os.getloadavg()[0]:.1f} (other jobs make numbers noisy)")
+    print(load_line())
     rows = compile_cases()
     rows += dense_cases(rng, args.repeats, 1000 if args.quick else 10000)
     rows += conv_cases(rng, args.repeats, 100 if args.quick else 1000)
     if not args.no_peers:
         rows += peer_cases(rng)
-    table = [(b, c, s, bs, s / bs if bs == bs else float("nan")) for b, c, s, bs in rows]
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="") as f:
-        wr = csv.writer(f)
-        wr.writerow(COLUMNS)
-        for r in table:
-            wr.writerow([r[0], r[1], f"{r[2]:.6f}", "" if r[3] != r[3] else f"{r[3]:.6f}",
-                         "" if r[4] != r[4] else f"{r[4]:.3f}"])
-    width = max(len(r[1]) for r in table)
-    print(f"{'benchmark':<20} {'case':<{width}} {'seconds':>10} {'baseline':>10} {'ratio':>9}")
-    for b, c, s, bs, ratio in table:
-        bstr = "" if bs != bs else f"{bs:10.4f}"
-        rstr = "" if ratio != ratio else f"{ratio:9.2f}"
-        print(f"{b:<20} {c:<{width}} {s:10.4f} {bstr:>10} {rstr:>9}")
-    print(f"wrote {out}")
+    print_rows(rows, 20)
+    write_rows(Path(args.out), rows)
     return 0
 
 
