@@ -160,8 +160,9 @@ def _run_tolerance(args) -> int:
 
 
 def _run_acc_table(args) -> int:
-    from ..search import (acc_bits_sweep, overflow_case_study, plot_acc_sweep,
-                          required_accumulator_table)
+    from ..constraints import plot_solution_space, solution_space
+    from ..search import (acc_bits_sweep, accumulator_search, layer_ranges, overflow_case_study,
+                          plot_acc_sweep, required_accumulator_table)
 
     path, model, data, sim, ev, prof = _setup(args)
     stem = stem_for(path)
@@ -174,9 +175,6 @@ def _run_acc_table(args) -> int:
             f"{req.attrs['quantized_ideal_accuracy']:.4f}; float {req.attrs['float_accuracy']:.4f}).")
     write_table(req, f"{stem}_acc_required", out, title="Required accumulator range", text=text)
     print(format_table(req))
-    from ..constraints import plot_solution_space, solution_space
-    from ..search import layer_ranges
-
     space = pd.concat([solution_space(r, 16) for r in layer_ranges(ev, prof)], ignore_index=True)
     write_table(space, f"{stem}_solution_space", out, title="Solution space at BW_acc = 16 (de Bruin Fig. 4)",
                 text="Every (BW_w, BW_d) up to 16 bits per layer: safe under WC_w/WC_d or ACT_w/WC_d "
@@ -189,8 +187,6 @@ def _run_acc_table(args) -> int:
                 out / f"{stem}_acc_sweep.png")
     print("\n" + format_table(sweep.pivot_table(index="acc_bits", columns=["constraint", "overflow"],
                                                 values="normalized_accuracy").reset_index()))
-    from ..search import accumulator_search
-
     config, _ = accumulator_search(ev, prof, 32, "act-y", "wrap")
     case = overflow_case_study(ev, config, range(32, 7, -2))
     write_table(case, f"{stem}_overflow_case", out, title="Overflow case study: formats fixed "
