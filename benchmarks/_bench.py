@@ -21,8 +21,14 @@ from fxpsim.reports import write_text_atomic  # noqa: E402
 COLUMNS = ["benchmark", "case", "seconds", "baseline_seconds", "ratio"]
 
 
+SETTLE_SECONDS = 0.15
+"""Pause before each timed call: OpenBLAS's worker threads spin for ~0.1 s after a
+matmul and would slow whatever is timed next (the baselines are interleaved)."""
+
+
 def timed(fn) -> float:
-    """Wall seconds of one call of ``fn``."""
+    """Wall seconds of one call of ``fn``, started after :data:`SETTLE_SECONDS` of idling."""
+    time.sleep(SETTLE_SECONDS)
     t0 = time.perf_counter()
     fn()
     return time.perf_counter() - t0

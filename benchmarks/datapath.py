@@ -9,9 +9,10 @@ the same process interleaved with the case (median of repeats after one
 warm-up), because other jobs may share the cores. Rows:
 
 - dense (10000x784)x(784x300), 8-bit operands (post-ReLU-like data 0..127,
-  int8 weights): ideal / wrap / clip with no or few risky outputs / clip
-  where every output runs the sequential kernel (BW_acc 16: int16 lanes;
-  BW_acc 24: int32 lanes), plus a heavily saturating case.
+  half of it zero; int8 weights): ideal / wrap / clip with no or few risky
+  outputs / clip where every output runs the sequential kernel (BW_acc 16:
+  int16 lanes; 24: int32; 40: int64), a heavily saturating case, and data
+  without zeros (the sequential kernels skip zero activations).
 - conv, LeNet-5 conv2 shape: batch 1000, 6 -> 16 channels, 5x5, 14x14 input
   (baseline: the im2col matmul (100000x150)x(150x16) in float32).
 - compile: first process with an empty Numba cache, second process (cache).
@@ -70,6 +71,8 @@ def dense_cases(rng, repeats, rows):
     # heavily saturating: all weights positive, every accumulator hits the rail early
     w_sat = np.abs(w.astype(np.int16)).clip(0, 127).astype(np.int8)
     near_rail = np.full(300, (1 << 23) - (1 << 18), dtype=np.int64)  # + positive sums: all saturate
+    near_rail_40 = np.full(300, (1 << 39) - (1 << 18), dtype=np.int64)
+    x_dense = np.maximum(x, 1).astype(np.int8)  # the kernels skip zero activations; here none is zero
     cases = [
         ("ideal, BW_acc 16", x, w, None, 16, "ideal"),
         ("wrap, BW_acc 24 (bound: no overflow)", x, w, None, 24, "wrap"),
@@ -79,6 +82,10 @@ def dense_cases(rng, repeats, rows):
         ("clip, BW_acc 16, all sequential (int16 lanes)", x, w, None, 16, "clip"),
         ("clip, BW_acc 16, heavily saturating", x, w_sat, None, 16, "clip"),
         ("clip, BW_acc 24, all sequential (int32 lanes, bias near the rail)", x, w_sat, near_rail, 24, "clip"),
+        ("clip, BW_acc 40, all sequential (int64 lanes, bias near the rail)", x, w_sat, near_rail_40, 40,
+         "clip"),
+        ("wrap, BW_acc 16, no zero activations (every MAC runs)", x_dense, w, None, 16, "wrap"),
+        ("clip, BW_acc 16, no zero activations (every MAC runs)", x_dense, w, None, 16, "clip"),
     ]
     rows_out = []
     for name, xx, ww, bb, acc_bits, mode in cases:

@@ -101,7 +101,7 @@ def test_only_risky_outputs_go_sequential(monkeypatch):
     seen = []
     real = datapath._sequential
     monkeypatch.setattr(datapath, "_sequential",
-                        lambda x_, w_, b_, c_: seen.append(w_.shape) or real(x_, w_, b_, c_))
+                        lambda x_, w_, *a, **kw: seen.append(w_.shape) or real(x_, w_, *a, **kw))
     kwargs = dict(fmt_x=QFormat(8, 0), fmt_w=QFormat(8, 0), fmt_y=QFormat(16, 0),
                   acc_bits=18, overflow="clip")
     res = dense(x, w, None, **kwargs)
@@ -117,6 +117,7 @@ def test_hopeless_exact_check_is_skipped_and_still_exact(monkeypatch):
     rng = np.random.default_rng(3)
     x = rng.integers(0, 128, (1100, 300))
     w = rng.integers(-128, 128, (300, 8))
+    assert x.shape[0] > 2 * datapath._SAMPLE_ROWS
     calls = []
     real = datapath._provably_safe
     monkeypatch.setattr(datapath, "_provably_safe",
@@ -126,7 +127,7 @@ def test_hopeless_exact_check_is_skipped_and_still_exact(monkeypatch):
         (acc_f, st_f), (acc_s, st_s) = both_paths(x, w, None, dict(kwargs, overflow=overflow))
         np.testing.assert_array_equal(acc_f, acc_s)
         assert st_f == st_s and st_f.outputs_affected > 0
-    assert calls and all(n == 256 for n in calls)  # only the sample was checked
+    assert calls and all(n == datapath._SAMPLE_ROWS for n in calls)  # only the sample
 
 
 def test_lane_plans():
@@ -313,3 +314,22 @@ def test_bad_conv_input_is_one_clear_line(needle, change):
             fn(args["x"], args["w"], None, **{k: v for k, v in args.items() if k not in ("x", "w")})
         messages.append(str(info.value))
     assert messages[0] == messages[1] and needle in messages[0] and "\n" not in messages[0]
+
+
+@pytest.mark.parametrize("overflow", ["wrap", "clip"])
+def test_lane_counts_flush_beyond_the_lane_range(overflow):
+    """K > 2**15 with int16 lanes: per-lane counts are flushed before they could wrap."""
+    rng = np.random.default_rng(4)
+    k = 40000
+    x = rng.integers(0, 128, (2, k))
+    w = rng.integers(-128, 128, (k, 3))
+    w[:, 0] = 127  # column 0 saturates (clip) or wraps (wrap) at nearly every step
+    x[1, ::7] = 0
+    kwargs = dict(fmt_x=QFormat(8, 0), fmt_w=QFormat(8, 0), fmt_y=QFormat(16, 0), acc_bits=16,
+                  overflow=overflow)
+    res = dense(x, w, None, **kwargs)
+    assert_same(res, ref.dense(x, w, None, **kwargs))
+    if overflow == "clip":
+        assert res.stats.overflow_count > (1 << 15)  # more than one int16 lane can count
+    else:
+        assert res.stats.max_abs_acc > (1 << 20)  # exact sums rebuilt from the net wraps

@@ -28,7 +28,11 @@ have no overflow and take the exact sum. Where it fails, an exact check
 (bias + sum of positive products <= max, bias + sum of negative products
 >= min, from T = |x| @ |w| and S) runs unless a row sample shows it
 hopeless. Only the remaining outputs run the sequential kernel (clip's
-value; both modes' overflow counts).
+value; both modes' overflow counts). When every output is at risk, the
+sequential kernel runs alone: wrap rebuilds the exact sums from its
+counts of upward and downward wraps, so only clip still needs the BLAS
+sum (for ``max_abs_acc``). The kernels skip zero activations, which add
+nothing and never overflow.
 """
 
 from __future__ import annotations
@@ -253,12 +257,32 @@ def _as_float(a: np.ndarray, dtype) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=dtype)
 
 
+_SMALL_BLAS = 1 << 24
+"""MACs below which BLAS runs on one thread: OpenBLAS's idle workers spin for ~0.1 s
+after a call, slowing the Numba kernel that follows (measured on a 2-core machine)."""
+
+_BLAS_CONTROL = []
+
+
+@contextmanager
+def _blas_threads_for(work: int):
+    """One BLAS thread for small matmuls, the configured count otherwise."""
+    if work >= _SMALL_BLAS:
+        yield
+        return
+    if not _BLAS_CONTROL:
+        from threadpoolctl import ThreadpoolController
+        _BLAS_CONTROL.append(ThreadpoolController())
+    with _BLAS_CONTROL[0].limit(limits=1, user_api="blas"):
+        yield
+
+
 def _exact_matmul(x: np.ndarray, w: np.ndarray, bound: float) -> np.ndarray:
     """Exact ``x @ w`` given ``bound`` >= every |partial sum| (int64, or object beyond 2**63)."""
-    if bound < _F32_EXACT:  # float result holding exact integers
-        return _as_float(x, np.float32) @ _as_float(w, np.float32)
-    if bound < _F64_EXACT:
-        return _as_float(x, np.float64) @ _as_float(w, np.float64)
+    if bound < _F64_EXACT:  # float result holding exact integers
+        dt = np.float32 if bound < _F32_EXACT else np.float64
+        with _blas_threads_for(x.shape[0] * x.shape[1] * w.shape[1]):
+            return _as_float(x, dt) @ _as_float(w, dt)
     if bound < _I64_LIMIT:
         return x.astype(np.int64) @ w.astype(np.int64)
     return x.astype(object) @ w.astype(object)  # beyond int64: Python ints, slow but exact
@@ -293,36 +317,51 @@ def _lane_plan(acc_bits: int, max_x: int, max_w: int):
     return None
 
 
-def _sequential(x, w, bias, cfg: _Config):
-    """Run the per-step Numba kernel on all of ``x @ w``: (acc int64, counts)."""
+def _sequential(x, w, bias, cfg: _Config, want_max: bool = False):
+    """Run the per-step Numba kernel on all of ``x @ w``.
+
+    Returns ``(acc int64, overflow_count, outputs_affected, max_abs)``;
+    ``max_abs`` (max |bias + exact sum|) comes from the wrap lane kernel when
+    ``want_max`` and it provably fits int64, else it is None.
+    """
     m, kk = x.shape
     n = w.shape[1]
     max_x, max_w = _max_abs(x), _max_abs(w)
     plan = _lane_plan(cfg.acc_bits, max_x, max_w)
+    acc = np.empty((m, n), dtype=np.int64)
+    row_count = np.empty(m, dtype=np.int64)
+    row_affected = np.empty(m, dtype=np.int64)
+    max_abs = None
     if plan is None:  # products wider than the accumulator: plain int64 kernels
         xl, wl, bl = (np.ascontiguousarray(a, dtype=np.int64) for a in (x, w, bias))
-        acc = np.empty((m, n), dtype=np.int64)
-        cnt = np.empty((m, n), dtype=np.int64)
         if cfg.overflow is Overflow.CLIP:
-            jit._dense_clip_kernel(xl, wl, bl, np.int64(cfg.acc_min), np.int64(cfg.acc_max), acc, cnt)
+            jit._dense_clip_kernel(xl, wl, bl, np.int64(cfg.acc_min), np.int64(cfg.acc_max),
+                                   acc, row_count, row_affected)
         else:
             jit._dense_wrap_kernel(xl, wl, bl, np.int64(cfg.acc_min),
-                                   np.int64((1 << cfg.acc_bits) - 1), acc, cnt)
-        return acc, cnt
-    dt, bits, shift_x = plan
-    sh = bits - cfg.acc_bits
-    xl = np.ascontiguousarray(x, dtype=dt)
-    wl = np.ascontiguousarray(w, dtype=dt)
-    if shift_x:  # new arrays: never shift the caller's operands in place
-        xl = xl << dt(sh)
+                                   np.int64((1 << cfg.acc_bits) - 1), acc, row_count, row_affected)
     else:
-        wl = wl << dt(sh)
-    bl = np.ascontiguousarray(bias, dtype=dt) << dt(sh)
-    acc = np.empty((m, n), dtype=dt)
-    cnt = np.empty((m, n), dtype=dt if kk < (1 << (bits - 1)) else np.int64)
-    kernel = jit._dense_sat_lane_kernel if cfg.overflow is Overflow.CLIP else jit._dense_wrap_lane_kernel
-    kernel(xl, wl, bl, acc, cnt)
-    return acc.astype(np.int64) >> np.int64(sh), cnt
+        dt, bits, shift_x = plan
+        sh = bits - cfg.acc_bits
+        xl = np.ascontiguousarray(x, dtype=dt)
+        wl = np.ascontiguousarray(w, dtype=dt)
+        if shift_x:  # new arrays: never shift the caller's operands in place
+            xl = xl << dt(sh)
+        else:
+            wl = wl << dt(sh)
+        bl = np.ascontiguousarray(bias, dtype=dt) << dt(sh)
+        kchunk = min(max(kk, 1), (1 << (bits - 1)) - 1)  # per-lane counts stay below the lane max
+        if cfg.overflow is Overflow.CLIP:
+            jit._dense_sat_lane_kernel(xl, wl, bl, sh, kchunk, acc, row_count, row_affected)
+        else:
+            row_max = np.zeros(m, dtype=np.int64)
+            jit._dense_wrap_lane_kernel(xl, wl, bl, sh, kchunk, cfg.acc_bits, acc, row_count,
+                                        row_affected, row_max)
+            # |exact| <= K * max|p| + |bias|; net wraps * 2**BW_acc stay below that + 2**BW_acc
+            worst = kk * max_x * max_w + (1 << cfg.acc_bits)
+            if want_max and worst < (1 << 62):
+                max_abs = int(row_max.max(initial=0))
+    return acc, int(row_count.sum()), int(row_affected.sum()), max_abs
 
 
 def _wrap_exact(e: np.ndarray, acc_bits: int) -> np.ndarray:
@@ -360,6 +399,29 @@ def _accumulate(x: np.ndarray, w: np.ndarray, bias: np.ndarray, cfg: _Config,
         return _accumulate_impl(x, w, bias, cfg, force_sequential)
 
 
+def _exact_sum(x, w, bias, bound: float, acc_bits: int, store: bool = True):
+    """``(e = bias + x @ w exactly, max |e|)``; ``e`` is None unless ``store``.
+
+    int64 where every value fits, a Python-int object array beyond.
+    """
+    m, n = x.shape[0], w.shape[1]
+    s = _exact_matmul(x, w, bound)
+    if s.dtype != object and bound + 2.0 ** (acc_bits - 1) >= 2.0 ** 63 / _margin(x.shape[1]):
+        s = s.astype(np.int64).astype(object)  # bias + s could leave int64: Python ints
+    if s.dtype == object:
+        e = s + bias.astype(object)
+        return (e if store else None), (int(np.abs(e).max()) if e.size else 0)
+    e = np.empty((m, n) if store else (0, 0), dtype=np.int64)
+    row_max = np.zeros(m, dtype=np.int64)
+    jit._add_bias_kernel(s, bias, e, row_max)
+    return (e if store else None), int(row_max.max(initial=0))
+
+
+def _margin(k: int) -> float:
+    """Relative margin that makes float64 sums of |values| safe upper bounds."""
+    return 1.0 + (k + 4) * 2.0 ** -50
+
+
 def _accumulate_impl(x: np.ndarray, w: np.ndarray, bias: np.ndarray, cfg: _Config,
                      force_sequential: bool = False):
     """Final accumulators of ``x (M, K) @ w (K, N) + bias`` (int64) and the stats.
@@ -372,67 +434,62 @@ def _accumulate_impl(x: np.ndarray, w: np.ndarray, bias: np.ndarray, cfg: _Confi
     lo, hi = cfg.acc_min, cfg.acc_max
     # Cheap bound first (PERF-NOTES): sum_k |x_bk w_kn| <= rowabs_b * colmax_n.
     # float64 with a relative margin: a safe upper bound at any width.
-    margin = 1.0 + (k + 4) * 2.0 ** -50
+    margin = _margin(k)
     rowabs = np.empty(m, dtype=np.float64)
     exact_int = x.dtype.itemsize <= 4 and k < (1 << 30)  # |x| < 2**32: int64 sums cannot overflow
     jit._abs_row_sums(np.ascontiguousarray(x), exact_int, rowabs)
     rowabs *= margin
     colmax = np.abs(w.astype(np.float64)).max(axis=0, initial=0.0) * margin
     bound = float(rowabs.max(initial=0.0)) * float(colmax.max(initial=0.0)) * margin
-    s = _exact_matmul(x, w, bound)
-    if s.dtype != object and bound + 2.0 ** (cfg.acc_bits - 1) >= 2.0 ** 63 / margin:
-        s = s.astype(np.int64).astype(object)  # bias + s could leave int64: Python ints
-    if s.dtype == object:
-        e = s + bias.astype(object)
-        max_abs = int(np.abs(e).max()) if e.size else 0
-    else:
-        e = np.empty((m, n), dtype=np.int64)
-        row_max = np.zeros(m, dtype=np.int64)
-        jit._add_bias_kernel(s, bias, e, row_max)
-        max_abs = int(row_max.max(initial=0))
     stats = partial(OverflowStats, m * n * k)
     if cfg.overflow is Overflow.IDEAL:  # validation guarantees every sum fits int64
+        e, max_abs = _exact_sum(x, w, bias, bound, cfg.acc_bits)
         return (e.astype(np.int64) if e.dtype == object else e), stats(0, 0, max_abs)
-    if force_sequential:
-        acc, counts = _sequential(x, w, bias, cfg)
-        return acc, stats(int(counts.sum(dtype=np.int64)), int((counts > 0).sum()), max_abs)
-
     # Per-output risk: some prefix sum may leave [lo, hi] (in some order) when
     # bias + cheap > hi or bias - cheap < lo, i.e. cheap > room = min(hi - b, b - lo).
     room = np.minimum(hi - bias, bias - lo).astype(np.float64)
-    if np.all(float(rowabs.max(initial=0.0)) * colmax * margin <= room):
+    colrisk = colmax * margin
+    every_risky = m > 0 and bool(np.all(float(rowabs.min()) * colrisk > room))
+    if force_sequential or (every_risky and not _exact_check_pays(x, w, bias, rowabs, colrisk,
+                                                                   room, bound, lo, hi)):
+        # e.g. BW_acc 16 on 8-bit data (PERF-NOTES): everything sequential, no gathering;
+        # only the maximum of the exact sums is still needed
+        acc, count, affected, max_abs = _sequential(x, w, bias, cfg, want_max=True)
+        if max_abs is None:
+            max_abs = _exact_sum(x, w, bias, bound, cfg.acc_bits, store=False)[1]
+        return acc, stats(count, affected, max_abs)
+    e, max_abs = _exact_sum(x, w, bias, bound, cfg.acc_bits)
+    if np.all(float(rowabs.max(initial=0.0)) * colrisk <= room):
         # no output can overflow: the exact sum is every mode's answer, no counts
         acc = e if e.dtype != object else _wrap_exact(e, 63)  # values are in range
         return acc, stats(0, 0, max_abs)
-    risky = np.outer(rowabs, colmax * margin) > room
+    risky = np.outer(rowabs, colrisk) > room
     if bound < _F64_EXACT:
         definite = risky & ((e > hi) | (e < lo)).astype(bool)  # the full sum is out of range
         open_ = risky & ~definite
-        if open_.any() and _exact_check_pays(x, w, s, bias, open_, bound, lo, hi):
+        if open_.any():
             rows = np.flatnonzero(open_.any(axis=1))
             cols = np.flatnonzero(open_.any(axis=0))
             sub = np.ix_(rows, cols)
-            safe = _provably_safe(x[rows], w[:, cols], s[sub], bias[cols], bound, lo, hi)
+            s = (e[sub] - bias[cols]).astype(np.int64)
+            safe = _provably_safe(x[rows], w[:, cols], s, bias[cols], bound, lo, hi)
             risky[sub] &= ~safe
-    counts = np.zeros((m, n), dtype=np.int64)
     if cfg.overflow is Overflow.WRAP:
         acc = _wrap_exact(e, cfg.acc_bits)  # modular: wrapping once == wrapping every step
-    elif risky.all():
-        acc = None  # every value comes from the sequential kernel
     else:
         acc = e if e.dtype != object else _wrap_exact(e, 63)  # safe outputs are in range
-    if risky.all():  # e.g. BW_acc 16 on 8-bit data (PERF-NOTES): no gathering
-        sacc, counts = _sequential(x, w, bias, cfg)
+    count = affected = 0
+    if risky.all():  # the exact check saved nothing: no gathering
+        sacc, count, affected, _ = _sequential(x, w, bias, cfg)
         if cfg.overflow is Overflow.CLIP:
             acc = sacc
     elif risky.any():
         rows = np.flatnonzero(risky.any(axis=1))
         cols = np.flatnonzero(risky.any(axis=0))
-        sacc, scnt = _sequential(x[rows], w[:, cols], bias[cols], cfg)
-        counts[np.ix_(rows, cols)] = scnt
+        sacc, count, affected, _ = _sequential(x[rows], w[:, cols], bias[cols], cfg)
         if cfg.overflow is Overflow.CLIP:
             acc[np.ix_(rows, cols)] = sacc
-    return acc, stats(int(counts.sum(dtype=np.int64)), int((counts > 0).sum()), max_abs)
+    return acc, stats(count, affected, max_abs)
 
 
 def _provably_safe(x, w, s, bias, bound, lo, hi) -> np.ndarray:
@@ -447,18 +504,29 @@ def _provably_safe(x, w, s, bias, bound, lo, hi) -> np.ndarray:
     return (bias + (t + s) // 2 <= hi) & (bias + (s - t) // 2 >= lo)
 
 
-def _exact_check_pays(x, w, s, bias, open_, bound, lo, hi, sample=256) -> bool:
-    """Skip the exact check when hopeless (PERF-NOTES): try it on a row sample first."""
+_SAMPLE_ROWS = 64
+"""Rows on which :func:`_exact_check_pays` tries the exact check (small matmuls are slow)."""
+
+
+def _exact_check_pays(x, w, bias, rowabs, colrisk, room, bound, lo, hi,
+                      sample=_SAMPLE_ROWS) -> bool:
+    """Whether the exact check is worth its matmuls (PERF-NOTES: skip it when hopeless).
+
+    On a row sample: of the outputs at risk by the cheap bound whose full
+    sum stays in range, at least 5 % must be provably safe.
+    """
     m = x.shape[0]
-    if m <= 2 * sample:
-        return True
+    if m <= 2 * sample or bound >= _F64_EXACT:
+        return bound < _F64_EXACT
     rows = np.linspace(0, m - 1, sample).astype(np.int64)
-    sub = open_[rows]
-    cols = np.flatnonzero(sub.any(axis=0))
+    e = _exact_matmul(x[rows], w, bound).astype(np.int64) + bias
+    open_ = (np.outer(rowabs[rows], colrisk) > room) & (e <= hi) & (e >= lo)
+    cols = np.flatnonzero(open_.any(axis=0))
     if cols.size == 0:
-        return True
-    safe = _provably_safe(x[rows], w[:, cols], s[rows][:, cols], bias[cols], bound, lo, hi)
-    return bool((safe & sub[:, cols]).sum() >= 0.05 * sub[:, cols].sum())
+        return False
+    s = e[:, cols] - bias[cols]
+    safe = _provably_safe(x[rows], w[:, cols], s, bias[cols], bound, lo, hi)
+    return bool((safe & open_[:, cols]).sum() >= 0.05 * open_[:, cols].sum())
 
 
 # ----------------------------------------------------------------- public API

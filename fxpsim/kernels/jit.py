@@ -58,16 +58,44 @@ def trunc_as(typingctx, v, like):
     return like(v, like), codegen
 
 
+@njit(cache=True, inline="always")
+def _flush_counts(steps, kept, tot, nr):  # pragma: no cover - jitted
+    """Add a chunk's overflow counts (steps run - steps that did not overflow) to the int64
+    totals and reset the narrow per-lane counters (every ``kchunk`` steps)."""
+    for r in range(nr):
+        for j in range(kept.shape[1]):
+            tot[r, j] += steps[r] - kept[r, j]
+            kept[r, j] = 0
+        steps[r] = 0
+
+
+@njit(cache=True, inline="always")
+def _finish_rows(acc, tot, sh, r0, nr, acc_out, row_count, row_affected):  # pragma: no cover
+    """Store a block's accumulators (lane value >> sh) and per-row count / affected outputs."""
+    for r in range(nr):
+        c_sum = 0
+        c_out = 0
+        for j in range(acc.shape[1]):
+            acc_out[r0 + r, j] = np.int64(acc[r, j]) >> sh
+            c = tot[r, j]
+            c_sum += c
+            c_out += c > 0
+        row_count[r0 + r] = c_sum
+        row_affected[r0 + r] = c_out
+
+
 @njit(cache=True, parallel=True)
-def _dense_sat_lane_kernel(x, w, bias, acc_out, count_out):  # pragma: no cover - jitted
+def _dense_sat_lane_kernel(x, w, bias, sh, kchunk, acc_out, row_count, row_affected):  # pragma: no cover
     """Per-step clip in lanes of the arrays' width L, accumulator pre-shifted to the top bits.
 
     The caller stores the BW_acc-bit accumulator and the products shifted
-    left by ``L - BW_acc`` (products must lie in the accumulator range), so
-    the lane's saturating add (``llvm.sadd.sat``) IS the clip to BW_acc bits
-    and ``acc >> (L - BW_acc)`` recovers it; an addition overflowed exactly
-    when the saturating and the wrapping add differ. One vpaddsw per MAC for
-    BW_acc <= 16 (PERF-NOTES: narrowest lane type, k outer, 4-row blocks).
+    left by ``sh = L - BW_acc`` (products must lie in the accumulator range),
+    so the lane's saturating add (``llvm.sadd.sat``) IS the clip to BW_acc
+    bits; an addition overflowed exactly when the saturating and the wrapping
+    add differ. Zero activations are skipped (adding 0 never overflows; EIE
+    does the same). Counts live in lanes of width L and are flushed to int64
+    every ``kchunk < 2**(L-1)`` steps. One vpaddsw per MAC for BW_acc <= 16
+    (PERF-NOTES: narrowest lane type, k outer, 4-row blocks).
     """
     m, kk = x.shape
     n = w.shape[1]
@@ -76,31 +104,42 @@ def _dense_sat_lane_kernel(x, w, bias, acc_out, count_out):  # pragma: no cover 
         r0 = blk * ROWS_PER_BLOCK
         nr = min(ROWS_PER_BLOCK, m - r0)
         acc = np.empty((ROWS_PER_BLOCK, n), dtype=bias.dtype)
-        cnt = np.zeros((ROWS_PER_BLOCK, n), dtype=count_out.dtype)
+        kept = np.zeros((ROWS_PER_BLOCK, n), dtype=bias.dtype)
+        steps = np.zeros(ROWS_PER_BLOCK, dtype=np.int64)
+        tot = np.zeros((ROWS_PER_BLOCK, n), dtype=np.int64)
         for r in range(ROWS_PER_BLOCK):
             for j in range(n):
                 acc[r, j] = bias[j]
-        for k in range(kk):
-            for r in range(nr):
-                xv = x[r0 + r, k]
-                for j in range(n):
-                    a = acc[r, j]
-                    p = trunc_as(xv * w[k, j], a)
-                    t = sadd_sat(a, p)
-                    cnt[r, j] += t != trunc_as(a + p, a)
-                    acc[r, j] = t
-        for r in range(nr):
-            for j in range(n):
-                acc_out[r0 + r, j] = acc[r, j]
-                count_out[r0 + r, j] = cnt[r, j]
+        for k0 in range(0, kk, kchunk):
+            for k in range(k0, min(k0 + kchunk, kk)):
+                wk = w[k]
+                for r in range(nr):
+                    xv = x[r0 + r, k]
+                    if xv == 0:
+                        continue
+                    steps[r] += 1
+                    a = acc[r]
+                    c = kept[r]
+                    for j in range(n):
+                        av = a[j]
+                        p = trunc_as(xv * wk[j], av)
+                        t = sadd_sat(av, p)
+                        c[j] += t == trunc_as(av + p, av)  # one vpsubw of the compare mask
+                        a[j] = t
+            _flush_counts(steps, kept, tot, nr)
+        _finish_rows(acc, tot, sh, r0, nr, acc_out, row_count, row_affected)
 
 
 @njit(cache=True, parallel=True)
-def _dense_wrap_lane_kernel(x, w, bias, acc_out, count_out):  # pragma: no cover - jitted
+def _dense_wrap_lane_kernel(x, w, bias, sh, kchunk, acc_bits, acc_out, row_count, row_affected,
+                            row_max):  # pragma: no cover - jitted
     """Per-step wrap in lanes of width L, accumulator pre-shifted as in the clip twin.
 
-    The lane's own two's-complement add wraps at L bits, i.e. at BW_acc bits
-    of the shifted value; it overflowed when the saturating add differs.
+    The lane's own two's-complement add wraps at BW_acc bits of the shifted
+    value; it overflowed when the saturating add differs, upward when the
+    product is positive. The exact sum is therefore ``wrapped + 2**BW_acc *
+    (up - down)``, which gives ``row_max[b] = max_n |bias + sum_k p|`` without
+    a second matmul (the caller checks it fits int64).
     """
     m, kk = x.shape
     n = w.shape[1]
@@ -109,32 +148,56 @@ def _dense_wrap_lane_kernel(x, w, bias, acc_out, count_out):  # pragma: no cover
         r0 = blk * ROWS_PER_BLOCK
         nr = min(ROWS_PER_BLOCK, m - r0)
         acc = np.empty((ROWS_PER_BLOCK, n), dtype=bias.dtype)
-        cnt = np.zeros((ROWS_PER_BLOCK, n), dtype=count_out.dtype)
+        kept = np.zeros((ROWS_PER_BLOCK, n), dtype=bias.dtype)
+        dwn = np.zeros((ROWS_PER_BLOCK, n), dtype=bias.dtype)
+        steps = np.zeros(ROWS_PER_BLOCK, dtype=np.int64)
+        tot = np.zeros((ROWS_PER_BLOCK, n), dtype=np.int64)
+        net = np.zeros((ROWS_PER_BLOCK, n), dtype=np.int64)
         for r in range(ROWS_PER_BLOCK):
             for j in range(n):
                 acc[r, j] = bias[j]
-        for k in range(kk):
-            for r in range(nr):
-                xv = x[r0 + r, k]
+        for k0 in range(0, kk, kchunk):
+            for k in range(k0, min(k0 + kchunk, kk)):
+                wk = w[k]
+                for r in range(nr):
+                    xv = x[r0 + r, k]
+                    if xv == 0:
+                        continue
+                    steps[r] += 1
+                    a = acc[r]
+                    c = kept[r]
+                    d = dwn[r]
+                    for j in range(n):
+                        av = a[j]
+                        p = trunc_as(xv * wk[j], av)
+                        u = trunc_as(av + p, av)
+                        ov = sadd_sat(av, p) != u
+                        c[j] += not ov
+                        d[j] += ov & (p < 0)
+                        a[j] = u
+            for r in range(nr):  # up - down = all overflows - 2 * down
                 for j in range(n):
-                    a = acc[r, j]
-                    p = trunc_as(xv * w[k, j], a)
-                    u = trunc_as(a + p, a)
-                    cnt[r, j] += sadd_sat(a, p) != u
-                    acc[r, j] = u
+                    net[r, j] += steps[r] - np.int64(kept[r, j]) - 2 * np.int64(dwn[r, j])
+                    dwn[r, j] = 0
+            _flush_counts(steps, kept, tot, nr)
+        _finish_rows(acc, tot, sh, r0, nr, acc_out, row_count, row_affected)
         for r in range(nr):
+            mx = 0
             for j in range(n):
-                acc_out[r0 + r, j] = acc[r, j]
-                count_out[r0 + r, j] = cnt[r, j]
+                v = acc_out[r0 + r, j] + (net[r, j] << acc_bits)
+                v = -v if v < 0 else v
+                if v > mx:
+                    mx = v
+            row_max[r0 + r] = mx
 
 
 @njit(cache=True, parallel=True)
-def _dense_clip_kernel(x, w, bias, lo, hi, acc_out, count_out):  # pragma: no cover - jitted
-    """Per-step saturating accumulation, order k = 0..K-1 (de Bruin DSD 2018, clip).
+def _dense_clip_kernel(x, w, bias, lo, hi, acc_out, row_count, row_affected):  # pragma: no cover
+    """Per-step saturating accumulation in int64, order k = 0..K-1 (de Bruin DSD 2018, clip).
 
-    ``acc = clip(acc + x[b, k] * w[k, n], lo, hi)`` after every addition;
-    ``count_out[b, n]`` counts the additions whose exact result left
-    ``[lo, hi]``. Vectorised across outputs n (k outer), 4 rows per block.
+    ``acc = clip(acc + x[b, k] * w[k, n], lo, hi)`` after every addition,
+    for products wider than the accumulator range (no lane trick); per row
+    the additions whose exact result left ``[lo, hi]`` and the outputs they hit.
     """
     m, kk = x.shape
     n = w.shape[1]
@@ -143,7 +206,7 @@ def _dense_clip_kernel(x, w, bias, lo, hi, acc_out, count_out):  # pragma: no co
         r0 = blk * ROWS_PER_BLOCK
         nr = min(ROWS_PER_BLOCK, m - r0)
         acc = np.empty((ROWS_PER_BLOCK, n), dtype=bias.dtype)
-        cnt = np.zeros((ROWS_PER_BLOCK, n), dtype=np.int32)
+        cnt = np.zeros((ROWS_PER_BLOCK, n), dtype=np.int64)
         for r in range(ROWS_PER_BLOCK):
             for j in range(n):
                 acc[r, j] = bias[j]
@@ -158,18 +221,15 @@ def _dense_clip_kernel(x, w, bias, lo, hi, acc_out, count_out):  # pragma: no co
                     t = min(max(s, lo), hi)
                     c[j] += s != t
                     a[j] = t
-        for r in range(nr):
-            for j in range(n):
-                acc_out[r0 + r, j] = acc[r, j]
-                count_out[r0 + r, j] = cnt[r, j]
+        _finish_rows(acc, cnt, 0, r0, nr, acc_out, row_count, row_affected)
 
 
 @njit(cache=True, parallel=True)
-def _dense_wrap_kernel(x, w, bias, lo, mask, acc_out, count_out):  # pragma: no cover - jitted
-    """Per-step wrapping accumulation (two's complement, BW_acc bits), k = 0..K-1.
+def _dense_wrap_kernel(x, w, bias, lo, mask, acc_out, row_count, row_affected):  # pragma: no cover
+    """Per-step wrapping accumulation (two's complement, BW_acc bits) in int64, k = 0..K-1.
 
     ``acc = ((acc + p - lo) & mask) + lo`` after every addition, with
-    ``mask = 2**BW_acc - 1``; ``count_out`` counts the additions that wrapped.
+    ``mask = 2**BW_acc - 1``; per row the additions that wrapped.
     """
     m, kk = x.shape
     n = w.shape[1]
@@ -178,7 +238,7 @@ def _dense_wrap_kernel(x, w, bias, lo, mask, acc_out, count_out):  # pragma: no 
         r0 = blk * ROWS_PER_BLOCK
         nr = min(ROWS_PER_BLOCK, m - r0)
         acc = np.empty((ROWS_PER_BLOCK, n), dtype=bias.dtype)
-        cnt = np.zeros((ROWS_PER_BLOCK, n), dtype=np.int32)
+        cnt = np.zeros((ROWS_PER_BLOCK, n), dtype=np.int64)
         for r in range(ROWS_PER_BLOCK):
             for j in range(n):
                 acc[r, j] = bias[j]
@@ -193,10 +253,7 @@ def _dense_wrap_kernel(x, w, bias, lo, mask, acc_out, count_out):  # pragma: no 
                     t = ((s - lo) & mask) + lo
                     c[j] += s != t
                     a[j] = t
-        for r in range(nr):
-            for j in range(n):
-                acc_out[r0 + r, j] = acc[r, j]
-                count_out[r0 + r, j] = cnt[r, j]
+        _finish_rows(acc, cnt, 0, r0, nr, acc_out, row_count, row_affected)
 
 
 @njit(cache=True, parallel=True)
@@ -246,12 +303,15 @@ def _abs_row_sums(x, exact_int, out):  # pragma: no cover - jitted
 
 @njit(cache=True, parallel=True)
 def _add_bias_kernel(s, bias, e_out, row_max):  # pragma: no cover - jitted
-    """``e = int64(s) + bias`` (s: an exact sum, float or int) and per-row max |e|."""
+    """``e = int64(s) + bias`` (s: an exact sum, float or int) and per-row max |e|;
+    ``e_out`` of shape (0, 0) computes only the maxima."""
+    store = e_out.shape[0] > 0
     for b in prange(s.shape[0]):
         mx = 0
         for j in range(s.shape[1]):
             v = np.int64(s[b, j]) + bias[j]
-            e_out[b, j] = v
+            if store:
+                e_out[b, j] = v
             a = -v if v < 0 else v
             if a > mx:
                 mx = a
