@@ -115,6 +115,15 @@ def test_xnor_dense_k1_and_large_blocks():
     assert_array_equal(fb.xnor_dense(fb.pack_signs(a), fb.pack_weights(w)).y, dense_float(a, w))
 
 
+@pytest.mark.parametrize("parallel", [False, True])
+@pytest.mark.parametrize("b, n", [(3, 4), (4, 3), (4, 4), (5, 9), (8, 7), (11, 13)])
+@pytest.mark.parametrize("k", [1, 63, 64, 65, 130])
+def test_xnor_kernel_tile_edges(b, n, k, parallel):
+    """4x4 register tiles: full tiles, column tails, row tails, both drivers."""
+    a, w = RNG.choice([-1, 1], size=(b, k)), RNG.choice([-1, 1], size=(k, n))
+    assert_array_equal(fb.xnor_dense(a, w, parallel=parallel).y, dense_float(a, w))
+
+
 @settings(max_examples=25)
 @given(binary_dense_shape_st(), st.booleans(), st.data())
 def test_parallel_and_serial_drivers_agree(shape, parallel, data):

@@ -2,10 +2,12 @@
 
 Numba 0.68 has no popcount builtin in nopython mode (``np.bitwise_count``
 and ``int.bit_count`` do not type), so :func:`popcount64` is an
-``@intrinsic`` that emits LLVM's ``llvm.ctpop.i64``; inside a loop over
-outputs LLVM vectorises it: ``VPOPCNTQ`` where AVX-512 has it, else (as on
-the 2026-11-25 test machines, which LLVM reports as ``znver1``: AVX2 only)
-the vpshufb nibble-table popcount. NumPy 2's ``np.bitwise_count`` on a
+``@intrinsic`` that emits LLVM's ``llvm.ctpop.i64``: a scalar ``popcnt``
+in the XNOR kernel's register tiles; inside a loop over outputs LLVM
+vectorises it: ``VPOPCNTQ`` where AVX-512 has it, else (as on the
+2026-11-25 test machines, which LLVM reports as ``znver1``: AVX2 only) the
+vpshufb nibble-table popcount. The SWAR bit trick compiles to the same
+``popcnt``. NumPy 2's ``np.bitwise_count`` on a
 broadcast XOR (it materialises B x N x K/64 words) measured ~5-7x slower
 than the ctpop kernel on (10000 x 1024) . (1024 x 1024) in
 ``benchmarks/binary.py``, which prints both; so the kernels use the
