@@ -333,3 +333,27 @@ def test_lane_counts_flush_beyond_the_lane_range(overflow):
         assert res.stats.overflow_count > (1 << 15)  # more than one int16 lane can count
     else:
         assert res.stats.max_abs_acc > (1 << 20)  # exact sums rebuilt from the net wraps
+
+
+@pytest.mark.parametrize("overflow", ["wrap", "clip"])
+@pytest.mark.parametrize("acc_bits,wx", [(33, 8), (40, 8), (48, 16), (40, 24)])
+def test_int64_lanes_near_the_rail_match_reference(acc_bits, wx, overflow):
+    """BW_acc > 32: int64 lanes, with int32 operands (one vpmuldq) where they fit."""
+    rng = np.random.default_rng(acc_bits + wx)
+    fx = QFormat(wx, 0)
+    x = rng.integers(0, fx.raw_max, (9, 50), endpoint=True)
+    x[0] = fx.raw_max
+    x[1] = 0
+    w = rng.integers(-128, 128, (50, 5))
+    w[:, 0] = 127
+    w[:, 1] = -128
+    rail = (1 << (acc_bits - 1)) - (1 << 12)
+    b = np.array([rail, -rail, rail, 0, -rail])
+    kwargs = dict(fmt_x=fx, fmt_w=QFormat(8, 0), fmt_y=QFormat(16, 0), acc_bits=acc_bits,
+                  overflow=overflow)
+    res = dense(x, w, b, **kwargs)
+    assert res.stats.outputs_affected > 0
+    assert_same(res, ref.dense(x, w, b, **kwargs))
+    (acc_f, st_f), (acc_s, st_s) = both_paths(x, w, b, kwargs)
+    np.testing.assert_array_equal(acc_f, acc_s)
+    assert st_f == st_s

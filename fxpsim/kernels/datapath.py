@@ -350,6 +350,11 @@ def _sequential(x, w, bias, cfg: _Config, want_max: bool = False):
         else:
             wl = wl << dt(sh)
         bl = np.ascontiguousarray(bias, dtype=dt) << dt(sh)
+        shifted = (max_x if shift_x else max_w) << sh
+        if bits == 64 and max(shifted, max_x, max_w) < (1 << 31):
+            # int32 operands: LLVM multiplies them with one vpmuldq (AVX2 has no 64-bit
+            # lane multiply); the products and the accumulator stay in int64 lanes
+            xl, wl = xl.astype(np.int32), wl.astype(np.int32)
         kchunk = min(max(kk, 1), (1 << (bits - 1)) - 1)  # per-lane counts stay below the lane max
         if cfg.overflow is Overflow.CLIP:
             jit._dense_sat_lane_kernel(xl, wl, bl, sh, kchunk, acc, row_count, row_affected)
