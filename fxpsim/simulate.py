@@ -260,17 +260,27 @@ class Simulator:
         b = quantize(s.b, QFormat(acc_width - fl_acc, fl_acc), cfg.rounding, "clip", self.seed)
         return w, b
 
+    def kernel_args(self, i: int, cfg: LayerConfig) -> dict:
+        """The datapath keywords of stage ``i`` under ``cfg`` (formats, accumulator, activation)."""
+        return dict(fmt_x=cfg.fmt_x, fmt_w=cfg.fmt_w, fmt_y=cfg.fmt_y, acc_bits=cfg.acc_bits,
+                    overflow=cfg.overflow.value, rounding=cfg.rounding.value,
+                    activation="relu" if self.stages[i].relu else "none", seed=self.seed)
+
+    def run_kernel(self, i: int, x_raw: np.ndarray, w, b, cfg: LayerConfig):
+        """Stage ``i``'s Dense/Conv2D on the backend: a result with raw ``y`` and ``stats``.
+
+        The hook another datapath overrides (``fxpsim.sparse.netsim.SparseSimulator``).
+        """
+        s, common = self.stages[i], self.kernel_args(i, cfg)
+        if s.kind == "dense":
+            return self.backend.dense(x_raw.reshape(x_raw.shape[0], -1), w, b, **common)
+        return self.backend.conv2d(x_raw, w, b, stride=s.stride, padding=s.padding, **common)
+
     def run_stage(self, i: int, x_raw: np.ndarray, cfg: LayerConfig, params=None):
         """Stage ``i`` on raw inputs in ``cfg.fmt_x``: (kernel output raw, stage output raw, stats)."""
         s = self.stages[i]
         w, b = params if params is not None else self.quantized_params(i, cfg)
-        common = dict(fmt_x=cfg.fmt_x, fmt_w=cfg.fmt_w, fmt_y=cfg.fmt_y, acc_bits=cfg.acc_bits,
-                      overflow=cfg.overflow.value, rounding=cfg.rounding.value,
-                      activation="relu" if s.relu else "none", seed=self.seed)
-        if s.kind == "dense":
-            res = self.backend.dense(x_raw.reshape(x_raw.shape[0], -1), w, b, **common)
-        else:
-            res = self.backend.conv2d(x_raw, w, b, stride=s.stride, padding=s.padding, **common)
+        res = self.run_kernel(i, x_raw, w, b, cfg)
         out = res.y
         for op, layer in s.post:
             out = _post_int(op, layer, out, cfg.fmt_y, cfg, self.seed)

@@ -65,3 +65,20 @@ def calibration_set(model, data, samples: int | None, seed: int):
 def stem_for(path: Path) -> str:
     """The report name stem of a model file: ``models/lenet5-mnist.npz`` -> ``lenet5-mnist``."""
     return Path(path).stem
+
+
+def int_in(lo: int, hi: int | None, what: str, hint: str):
+    """An argparse type: a whole number in [lo, hi] (hi None: no upper bound), else one line."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            v = None
+        ok = v is not None and v >= lo and (hi is None or v <= hi)
+        rule = f"is outside [{lo}, {hi}]" if hi is not None else f"is not a whole number >= {lo}"
+        check(ok, f"{what} {text!r} {rule}: {hint}")
+        return v
+
+    parse.__name__ = what
+    return parse

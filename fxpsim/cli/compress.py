@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from . import arg_type
+from .common import int_in
 from .prune import add_retrain_args, check_retrain_args, load_for_retraining, parse_sparsity, test_accuracy
 from ..errors import check
 from ..reports import REPORTS_DIR, format_table, write_table
@@ -38,38 +39,23 @@ HAN = {
 HAN["lenet5"] = dict(HAN["lenet5-caffe"], paper_net="LeNet-5 (Caffe, 431K; this model is LeCun's 61K LeNet-5)")
 
 
-def _int_in(lo: int, hi: int | None, what: str, hint: str):
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            v = None
-        ok = v is not None and v >= lo and (hi is None or v <= hi)
-        rule = f"is outside [{lo}, {hi}]" if hi is not None else f"is not a whole number >= {lo}"
-        check(ok, f"{what} {text!r} {rule}: {hint}")
-        return v
-
-    parse.__name__ = what
-    return parse
-
-
 def add_parser(sub) -> None:
     p = sub.add_parser("compress", help="prune, share weights, Huffman code; storage and PE cycles per layer")
     p.add_argument("model", help="model file (.npz); a pruned one (from `fxpsim prune`) or any")
     p.add_argument("--prune", type=arg_type(parse_sparsity), default=None,
                    help="target sparsity to prune to first (e.g. 0.92 or fc1=0.92,...); default: the "
                         "model's zeros are the pruning")
-    p.add_argument("--pes", type=arg_type(_int_in(1, None, "--pes", "give the number of PEs, e.g. 64")),
+    p.add_argument("--pes", type=arg_type(int_in(1, None, "--pes", "give the number of PEs, e.g. 64")),
                    default=64, help="processing elements; rows interleaved (default 64)")
-    p.add_argument("--index-bits", type=arg_type(_int_in(1, 16, "--index-bits", "EIE uses 4 or 5 for FC")),
+    p.add_argument("--index-bits", type=arg_type(int_in(1, 16, "--index-bits", "EIE uses 4 or 5 for FC")),
                    default=4, help="relative index width for FC layers (default 4)")
     p.add_argument("--conv-index-bits",
-                   type=arg_type(_int_in(1, 16, "--conv-index-bits", "Han uses 8 for conv layers")),
+                   type=arg_type(int_in(1, 16, "--conv-index-bits", "Han uses 8 for conv layers")),
                    default=None, help="relative index width for conv layers (default: --index-bits)")
-    p.add_argument("--clusters", type=arg_type(_int_in(2, None, "--clusters", "e.g. 16 for 4-bit indices")),
+    p.add_argument("--clusters", type=arg_type(int_in(2, None, "--clusters", "e.g. 16 for 4-bit indices")),
                    default=16, help="shared weights per FC layer (default 16)")
     p.add_argument("--conv-clusters",
-                   type=arg_type(_int_in(2, None, "--conv-clusters", "e.g. 256 for 8-bit indices")),
+                   type=arg_type(int_in(2, None, "--conv-clusters", "e.g. 256 for 8-bit indices")),
                    default=None, help="shared weights per conv layer (default: --clusters)")
     p.add_argument("--init", default="linear", choices=("linear", "density", "forgy"),
                    help="k-means centroid initialisation (default linear, Han's recommendation)")

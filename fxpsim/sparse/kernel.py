@@ -46,7 +46,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..errors import check
-from ..kernels.datapath import OverflowStats, stochastic_bits
+from ..kernels.datapath import OverflowStats, im2col, stochastic_bits
 from ..kernels.jit import requantize_one
 from ..qformat import Overflow, QFormat, Rounding, check_raw, parse_overflow, parse_rounding
 from .csc import CSCEncoding, entry_columns, entry_rows
@@ -436,3 +436,42 @@ def sparse_dense(x, enc: CSCEncoding, b=None, *, fmt_x, fmt_w, fmt_y, acc_bits: 
     stats = OverflowStats(int((active_k @ (sched.entries - sched.padding)).sum()),
                           0 if plain else n_ovf, 0 if plain else n_aff, max_abs)
     return SparseResult(y, acc, stats, pe)
+
+
+def sparse_conv2d(x, enc: CSCEncoding, b=None, *, kernel_size: int, stride: int = 1, padding: int = 0,
+                  schedule: ColumnSchedule | None = None, **datapath) -> SparseResult:
+    """A Conv2D run from the CSC/PE encoding of its (F, C*kh*kw) EIE matrix; bit-exact with
+    ``fxpsim.kernels`` ``conv2d`` (not in EIE, which runs FC layers only).
+
+    im2col makes one input vector per output position, its columns in the
+    conv's accumulation order (channel, kernel row, kernel column) = the EIE
+    matrix's columns, so :func:`sparse_dense` adds the same terms in the same
+    order. ``x`` (B, C, H, W) raw ints; zero padding adds nothing. Returns
+    ``y``/``acc`` as (B, F, OH, OW); PE timing sums over the B*OH*OW vectors.
+    ``datapath``: the keywords of :func:`sparse_dense` (formats, acc_bits, ...),
+    except stochastic rounding, whose draw is per output index of the dense layout.
+    """
+    check(parse_rounding(datapath.get("rounding", "nearest-even")) is not Rounding.STOCHASTIC,
+          "stochastic rounding is not supported on the sparse conv path (its draw follows the dense "
+          "output layout): use another rounding, or run the conv layers on the dense datapath")
+    x = np.asarray(x)
+    check(x.ndim == 4, f"x has shape {x.shape}, not 4-D: pass (batch, channels, height, width)")
+    for name, v, least in (("kernel_size", kernel_size, 1), ("stride", stride, 1), ("padding", padding, 0)):
+        check(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= least,
+              f"{name}={v!r} must be an integer >= {least}")
+    k = int(kernel_size)
+    check(x.shape[1] * k * k == enc.shape[1],
+          f"x has {x.shape[1]} channels x {k}x{k} kernel = {x.shape[1] * k * k} inputs per output, the "
+          f"encoding {enc.shape[1]}: encode eie_matrix(w) of this layer's (F, C, {k}, {k}) weights")
+    h, w = x.shape[2] + 2 * padding, x.shape[3] + 2 * padding
+    check(k <= min(h, w), f"kernel {k}x{k} is larger than the padded input {h}x{w}")
+    oh, ow = (h - k) // stride + 1, (w - k) // stride + 1
+    if x.dtype.kind not in "iu":
+        x = check_raw(x, QFormat.parse(datapath["fmt_x"]), "x")  # the usual message for floats
+    cols = im2col(x, k, k, int(stride), int(padding), oh, ow)
+    res = sparse_dense(cols, enc, b, schedule=schedule, **datapath)
+
+    def nchw(a):
+        return np.ascontiguousarray(a.reshape(x.shape[0], oh, ow, -1).transpose(0, 3, 1, 2))
+
+    return SparseResult(nchw(res.y), nchw(res.acc), res.stats, res.pe)
