@@ -260,6 +260,9 @@ def test_binary_spec_variants():
     assert binary_spec(MLP, "xnor") == "bfc32bwn-bn-bfc32xnor-bn-bfc10xnor-bn"
     assert binary_spec(MLP, "twn") == "bfc32twn-bn-relu-bfc32twn-bn-relu-bfc10twn"
     assert binary_spec("conv8x3-relu-maxpool2-fc10", "bnn") == "bconv8x3bnn-maxpool2-bn-sign-bfc10bnn-bn"
+    drop = "dropout20-fc32-bn-relu-dropout50-fc32-bn-relu-fc10"
+    assert binary_spec(drop, "bnn") == "dropout20-bfc32bnn-bn-sign-dropout50-bfc32bnn-bn-sign-bfc10bnn-bn"
+    assert binary_spec(drop, "bc") == "dropout20-bfc32bc-bn-relu-dropout50-bfc32bc-bn-relu-bfc10bc"
 
 
 @pytest.mark.parametrize("bad", ["binary", "ternary", "", "bc2"])
@@ -328,15 +331,22 @@ def test_bnn_integer_run_is_bit_exact_to_the_float_pm1_computation(bnn_model, di
     np.testing.assert_allclose(res.logits, h, atol=1e-3)
 
 
-def test_bnn_with_fixed_point_output_layer(digits):
-    model, _ = train(digits, "bfc64bnn-bn-sign-bfc32bnn-bn-sign-fc10",
-                     TrainConfig(epochs=4, lr=3e-3, preprocess="none"), progress=False)
+def integer_run_with_equal_hidden_signs(model, digits):
+    """(simulator, integer run, float reference output) on digits' test split; asserts the
+    hidden +-1 activations of the integer run equal the float +-1 computation."""
     sim = BnnSimulator(model)
     x_raw = sim.input_raw(digits.x_test)
     res = sim.run(x_raw)
     ref_out, ref_hidden = sim.float_reference(x_raw)
     for a, b in zip(res.hidden, ref_hidden):
         np.testing.assert_array_equal(a, b)
+    return sim, res, ref_out
+
+
+def test_bnn_with_fixed_point_output_layer(digits):
+    model, _ = train(digits, "bfc64bnn-bn-sign-bfc32bnn-bn-sign-fc10",
+                     TrainConfig(epochs=4, lr=3e-3, preprocess="none"), progress=False)
+    sim, res, ref_out = integer_run_with_equal_hidden_signs(model, digits)
     step = 2.0 ** -sim.fmt_w.frac_bits * 32  # weight quantization over K = 32 ±1 terms
     assert np.abs(res.logits - ref_out).max() <= step
     assert (res.logits.argmax(1) == ref_out.argmax(1)).mean() > 0.99
@@ -408,3 +418,66 @@ def test_train_cli_method_builds_the_binary_variant(tmp_path, capsys):
     assert main(["train", "--arch", "mlp-small", "--dataset", "digits", "--method", "foo",
                  "--out", str(tmp_path / "c.npz"), "--quiet"]) == 2
     assert "unknown binary method" in capsys.readouterr().err and not (tmp_path / "c.npz").exists()
+
+
+# ---------------------------------------------------------------- square hinge loss (BC / BNN output cost)
+
+
+def test_square_hinge_value_and_gradient_by_finite_differences():
+    from fxpsim.train.losses import square_hinge
+
+    z = np.array([[0.5, -2.0, 1.5], [-0.3, 0.2, -1.0]])
+    y = np.array([0, 2])
+    t = np.array([[1, -1, -1], [-1, -1, 1]])
+    expected = np.mean(np.maximum(0, 1 - t * z) ** 2)
+    loss, dz = square_hinge(z, y)
+    assert loss == pytest.approx(expected, rel=1e-12)
+    num = np.zeros_like(z)
+    for idx in np.ndindex(z.shape):
+        zp, zm = z.copy(), z.copy()
+        zp[idx] += 1e-6
+        zm[idx] -= 1e-6
+        num[idx] = (square_hinge(zp, y)[0] - square_hinge(zm, y)[0]) / 2e-6
+    np.testing.assert_allclose(dz, num, atol=1e-8)
+    assert dz[0, 1] == 0  # margin met: no gradient
+
+
+def test_loss_names_and_bad_loss():
+    from fxpsim.train.losses import parse_loss
+
+    assert parse_loss("hinge") == "square-hinge" and parse_loss("CE") == "cross-entropy"
+    assert TrainConfig(loss="l2-svm").loss == "square-hinge"
+    with pytest.raises(FxpsimError, match="unknown loss 'mse': use one of cross-entropy, square-hinge"):
+        TrainConfig(loss="mse")
+
+
+def test_square_hinge_training_learns_and_is_recorded(digits):
+    config = TrainConfig(epochs=6, lr=3e-3, method="bnn", preprocess="none", init="xavier-uniform",
+                         loss="square-hinge")
+    model, hist = train(digits, "fc64-bn-relu-fc64-bn-relu-fc10", config, progress=False)
+    assert model.metadata["loss"] == "square-hinge"
+    assert hist.epochs[-1]["loss"] < hist.epochs[0]["loss"]
+    assert model.metadata["test_accuracy"] > 0.8
+
+
+def test_cli_loss_option_and_bad_loss(tmp_path, capsys):
+    args = ["binary", "--dataset", "digits", "--arch", MLP, "--epochs", "1", "--quiet", "--methods", "bc",
+            "--model-dir", str(tmp_path / "m"), "--out", str(tmp_path / "r"), "--report", "t"]
+    assert main(args + ["--loss", "square-hinge"]) == 0
+    model = load_model(next((tmp_path / "m").glob("*.npz")))
+    assert model.metadata["loss"] == "square-hinge"
+    rc = main(args + ["--loss", "mse"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "unknown loss 'mse'" in err and err.count("\n") == 1
+
+
+def test_bnn_with_dropout_trains_and_the_integer_run_skips_it(digits):
+    model, _ = train(digits, "dropout10-fc64-bn-relu-dropout20-fc64-bn-relu-fc10",
+                     TrainConfig(epochs=4, lr=3e-3, method="bnn", preprocess="none", init="xavier-uniform"),
+                     progress=False)
+    assert [layer.kind for layer in model.network.layers].count("dropout") == 2
+    _, res, ref_out = integer_run_with_equal_hidden_signs(model, digits)
+    np.testing.assert_array_equal(res.acc_out, ref_out)
+    logits = model.network.forward(model.preprocess.apply(digits.x_test), training=False)
+    assert (res.y_raw.argmax(axis=1) == logits.argmax(axis=1)).mean() > 0.99
+    assert model.metadata["test_accuracy"] > 0.75

@@ -319,7 +319,9 @@ def binary_spec(spec: str, method: str) -> str:
     - ``bnn``: every fc/conv binary; activations become ``sign``; a BatchNorm
       after every layer (pooling kept between the layer and its BatchNorm,
       as in BNN's conv blocks); no sign after the last layer (its BatchNorm
-      gives the logits).
+      gives the logits). A ``dropout`` before a fc/conv stays on that layer's
+      input (BNN's MLP: dropout on the input and on the binary hidden
+      activations); the integer simulator skips it.
     - ``xnor``: as ``bnn`` without the ``sign`` (each XNOR layer binarizes
       its own input); the first layer takes the real input, so it is
       ``bwn`` (XNOR-Net keeps the first layer's input real-valued).
@@ -335,6 +337,8 @@ def binary_spec(spec: str, method: str) -> str:
     out = []
     for n, i in enumerate(computes):
         end = computes[n + 1] if n + 1 < len(computes) else len(tokens)
+        start = computes[n - 1] + 1 if n else 0
+        out += [t for t in tokens[start:i] if t.startswith("dropout")]  # on this layer's (binary) input
         m = "bwn" if method == "xnor" and n == 0 else method
         out.append(f"b{tokens[i]}{m}")
         out += [t for t in tokens[i + 1:end] if t.startswith(("maxpool", "avgpool", "flatten"))]

@@ -11,7 +11,8 @@ and for BNN the accuracy of the integer run (XNOR-popcount, thresholds,
 bit-plane first layer: :class:`fxpsim.binary.netsim.BnnSimulator`).
 ``--append`` merges the rows into an existing report of the same name
 (one row per architecture and method), so runs of several architectures
-build one table.
+build one table. ``--loss square-hinge`` trains with the papers' L2-SVM
+output cost instead of softmax cross-entropy (:mod:`fxpsim.train.losses`).
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ def add_parser(sub) -> None:
     p.add_argument("--schedule", default="exponential", help="constant, step, exponential, inverse")
     p.add_argument("--decay", type=float, default=None,
                    help="k of the exponential decay per epoch (default: lr falls 100x over the run)")
+    p.add_argument("--loss", default="cross-entropy",
+                   help="training loss: cross-entropy (softmax) or square-hinge (the L2-SVM output of "
+                        "BinaryConnect and BNN: mean of max(0, 1 - t z)^2, t = +-1 one-hot)")
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-fraction", type=float, default=0.1)
@@ -142,12 +146,14 @@ def _train_or_load(method, base_spec, data, args, path, log):
     decay = args.decay if args.decay is not None else (4.6 / max(1, args.epochs - 1))  # exp(-4.6) ~ 1/100
     config = TrainConfig(optimizer=args.optimizer, lr=args.lr, epochs=args.epochs, batch_size=args.batch_size,
                          seed=args.seed, schedule=args.schedule, decay=decay, val_fraction=args.val_fraction,
+                         loss=args.loss,
                          shift=args.shift, threads=args.threads,
                          preprocess="none" if method == "bnn" else "standardize",
                          init="xavier-uniform" if method != "float" else "he",
                          method=None if method == "float" else method)
     log(f"{method}: training {base_spec} ({args.epochs} epochs, {config.optimizer} lr {config.lr:g}, "
-        f"{config.schedule} k={decay:.3g}, batch {config.batch_size}, preprocess {config.preprocess})")
+        f"{config.schedule} k={decay:.3g}, batch {config.batch_size}, {config.loss} loss, "
+        f"preprocess {config.preprocess})")
     model, _ = train(data, base_spec, config, progress=not args.quiet, log=log if args.quiet else None)
     model.metadata["binary_method"] = method
     model.metadata["command"] = "fxpsim " + " ".join(shlex.quote(a) for a in sys.argv[1:]) \
@@ -170,6 +176,9 @@ def run(args) -> int:
 
     dataset = parse_dataset(args.dataset)
     methods = parse_methods(args.methods)
+    from ..train.losses import parse_loss
+
+    args.loss = parse_loss(args.loss)  # a bad --loss fails before any work
     check(args.epochs >= 1, f"--epochs {args.epochs} must be >= 1")
     shape, n_classes = DATASET_SHAPES[dataset]
     base_spec = resolve_spec(args.arch, shape, n_classes)
@@ -201,7 +210,7 @@ def run(args) -> int:
 
             try:
                 sim = BnnSimulator(model)
-            except FxpsimError as err:  # e.g. a conv BNN: the integer simulator runs BNN MLPs
+            except FxpsimError as err:  # e.g. average pooling or a non-bnn layer order: no integer BNN mapping
                 log(f"bnn: no integer run ({err})")
             else:
                 int_acc = float((sim.predict(data.x_test) == data.y_test).mean())

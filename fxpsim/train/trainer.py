@@ -2,7 +2,7 @@
 
 One iteration is the loop of Algorithms 8.1-8.7 (lecture notes): sample a
 mini-batch (a seeded permutation per epoch), forward propagate, compute the
-softmax cross-entropy, back propagate, update the parameters with the
+loss (softmax cross-entropy or square hinge), back propagate, update the parameters with the
 optimizer (:mod:`fxpsim.train.optim`). The learning rate of each epoch
 comes from a schedule (:mod:`fxpsim.train.schedules`). Early stopping
 ("stop training before overfitting") watches the accuracy (then the loss)
@@ -25,7 +25,7 @@ from .. import __version__
 from ..errors import FxpsimError, check
 from ..network import Network, build_network
 from .data import Dataset, Preprocess, train_val_split
-from .losses import softmax_cross_entropy
+from .losses import LOSSES, parse_loss
 from .optim import check_lr, make_optimizer, parse_optimizer
 from .schedules import Schedule
 
@@ -66,12 +66,15 @@ class TrainConfig:
     init: str = "he"
     preprocess: str = "standardize"
     threads: int = 1
+    loss: str = "cross-entropy"
+    """Training loss (fxpsim.train.losses.LOSSES): ``cross-entropy`` or ``square-hinge`` (BC/BNN papers)."""
     method: str | None = None
     """Binary/ternary variant of ``arch`` (fxpsim.binary.train_layers: bc, bcs, bnn, bwn, xnor, twn, ttq)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "optimizer", parse_optimizer(self.optimizer))
         object.__setattr__(self, "lr", check_lr(self.lr))
+        object.__setattr__(self, "loss", parse_loss(self.loss))
         check(isinstance(self.epochs, int) and self.epochs >= 1, f"epochs={self.epochs!r} must be a whole number >= 1")
         check(isinstance(self.batch_size, int) and self.batch_size >= 1,
               f"batch_size={self.batch_size!r} must be a whole number >= 1")
@@ -109,14 +112,16 @@ class History:
         return float(sum(e["seconds"] for e in self.epochs))
 
 
-def evaluate(network: Network, x: np.ndarray, y: np.ndarray, batch_size: int = 500) -> tuple[float, float]:
-    """``(mean cross-entropy, accuracy)`` of ``network`` in test mode on preprocessed ``x``."""
+def evaluate(network: Network, x: np.ndarray, y: np.ndarray, batch_size: int = 500,
+             loss: str = "cross-entropy") -> tuple[float, float]:
+    """``(mean loss, accuracy)`` of ``network`` in test mode on preprocessed ``x`` (cross-entropy by default)."""
     check(len(x) == len(y) and len(x) > 0, f"evaluate needs matching, non-empty x and y ({len(x)}, {len(y)})")
+    loss_fn = LOSSES[parse_loss(loss)]
     total, correct = 0.0, 0
     for i in range(0, len(x), batch_size):
         logits = network.forward(x[i:i + batch_size], training=False)
-        loss, _ = softmax_cross_entropy(logits, y[i:i + batch_size])
-        total += loss * len(logits)
+        batch_loss, _ = loss_fn(logits, y[i:i + batch_size])
+        total += batch_loss * len(logits)
         correct += int((logits.argmax(axis=1) == y[i:i + batch_size]).sum())
     return total / len(x), correct / len(x)
 
@@ -178,6 +183,7 @@ def _fit(network, x, y, config, x_val, y_val, progress, log, after_backward=None
     # binary layers: clip the real weights to [-1, 1] after each update (BinaryConnect, BNN)
     post_update = [layer.post_update for layer in network.layers if hasattr(layer, "post_update")]
     schedule = config.lr_schedule()
+    loss_fn = LOSSES[config.loss]
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, 0x6D62]))  # mini-batch order
     aug_rng = np.random.default_rng(np.random.SeedSequence([config.seed, 0x6175]))  # augmentation shifts
     check(config.shift == 0 or x.ndim == 4, f"shift={config.shift} needs image input (N, C, H, W), got {x.shape}")
@@ -199,7 +205,7 @@ def _fit(network, x, y, config, x_val, y_val, progress, log, after_backward=None
                 xb = random_shift(xb, config.shift, aug_rng)
             opt.lookahead()
             logits = network.forward(xb, training=True)
-            loss, dlogits = softmax_cross_entropy(logits, yb)
+            loss, dlogits = loss_fn(logits, yb)
             loss += opt.penalty() if (config.weight_decay or config.l1) else 0.0
             if not math.isfinite(loss):
                 raise _diverged(loss, epoch + 1, step + 1, opt.lr)
@@ -221,7 +227,7 @@ def _fit(network, x, y, config, x_val, y_val, progress, log, after_backward=None
                   "val_loss": None, "val_accuracy": None}
         record["seconds"] = time.perf_counter() - start
         if has_val:
-            record["val_loss"], record["val_accuracy"] = evaluate(network, x_val, y_val)
+            record["val_loss"], record["val_accuracy"] = evaluate(network, x_val, y_val, loss=config.loss)
             key = (record["val_accuracy"], -record["val_loss"])
             if key > best_key:
                 best_key, best_state, waited = key, network.state_dict(), 0
