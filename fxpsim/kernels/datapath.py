@@ -454,9 +454,9 @@ def _accumulate_impl(x: np.ndarray, w: np.ndarray, bias: np.ndarray, cfg: _Confi
     # bias + cheap > hi or bias - cheap < lo, i.e. cheap > room = min(hi - b, b - lo).
     room = np.minimum(hi - bias, bias - lo).astype(np.float64)
     colrisk = colmax * margin
-    every_risky = m > 0 and bool(np.all(float(rowabs.min()) * colrisk > room))
-    if force_sequential or (every_risky and not _exact_check_pays(x, w, bias, rowabs, colrisk,
-                                                                   room, bound, lo, hi)):
+    any_risky = not np.all(float(rowabs.max(initial=0.0)) * colrisk <= room)
+    if force_sequential or (any_risky and _all_sequential_pays(x, w, bias, rowabs, colrisk,
+                                                                room, bound, lo, hi)):
         # e.g. BW_acc 16 on 8-bit data (PERF-NOTES): everything sequential, no gathering;
         # only the maximum of the exact sums is still needed
         acc, count, affected, max_abs = _sequential(x, w, bias, cfg, want_max=True)
@@ -464,7 +464,7 @@ def _accumulate_impl(x: np.ndarray, w: np.ndarray, bias: np.ndarray, cfg: _Confi
             max_abs = _exact_sum(x, w, bias, bound, cfg.acc_bits, store=False)[1]
         return acc, stats(count, affected, max_abs)
     e, max_abs = _exact_sum(x, w, bias, bound, cfg.acc_bits)
-    if np.all(float(rowabs.max(initial=0.0)) * colrisk <= room):
+    if not any_risky:
         # no output can overflow: the exact sum is every mode's answer, no counts
         acc = e if e.dtype != object else _wrap_exact(e, 63)  # values are in range
         return acc, stats(0, 0, max_abs)
@@ -510,28 +510,35 @@ def _provably_safe(x, w, s, bias, bound, lo, hi) -> np.ndarray:
 
 
 _SAMPLE_ROWS = 64
-"""Rows on which :func:`_exact_check_pays` tries the exact check (small matmuls are slow)."""
+"""Rows on which :func:`_all_sequential_pays` tries the exact check (small matmuls are slow)."""
 
 
-def _exact_check_pays(x, w, bias, rowabs, colrisk, room, bound, lo, hi,
-                      sample=_SAMPLE_ROWS) -> bool:
-    """Whether the exact check is worth its matmuls (PERF-NOTES: skip it when hopeless).
+def _all_sequential_pays(x, w, bias, rowabs, colrisk, room, bound, lo, hi,
+                         sample=_SAMPLE_ROWS) -> bool:
+    """Whether to run every output sequentially rather than the exact check (PERF-NOTES:
+    skip the check when it is hopeless).
 
-    On a row sample: of the outputs at risk by the cheap bound whose full
-    sum stays in range, at least 5 % must be provably safe.
+    On a row sample: the outputs still at risk after the exact check (all of
+    the cheap bound's when sums may exceed 2**53) span rows x columns; when
+    that rectangle, which the sequential kernel would run anyway, is over
+    half of the sample, the check's matmuls and the gathering cost more than
+    they save. Small inputs always take the exact path.
     """
-    m = x.shape[0]
-    if m <= 2 * sample or bound >= _F64_EXACT:
-        return bound < _F64_EXACT
-    rows = np.linspace(0, m - 1, sample).astype(np.int64)
-    e = _exact_matmul(x[rows], w, bound).astype(np.int64) + bias
-    open_ = (np.outer(rowabs[rows], colrisk) > room) & (e <= hi) & (e >= lo)
-    cols = np.flatnonzero(open_.any(axis=0))
-    if cols.size == 0:
+    m, n = x.shape[0], w.shape[1]
+    if m <= 2 * sample or n == 0:
         return False
-    s = e[:, cols] - bias[cols]
-    safe = _provably_safe(x[rows], w[:, cols], s, bias[cols], bound, lo, hi)
-    return bool((safe & open_[:, cols]).sum() >= 0.05 * open_[:, cols].sum())
+    rows = np.linspace(0, m - 1, sample).astype(np.int64)
+    risky = np.outer(rowabs[rows], colrisk) > room
+    if bound < _F64_EXACT:
+        e = _exact_matmul(x[rows], w, bound).astype(np.int64) + bias
+        open_ = risky & (e <= hi) & (e >= lo)
+        cols = np.flatnonzero(open_.any(axis=0))
+        if cols.size:
+            s = e[:, cols] - bias[cols]
+            safe = _provably_safe(x[rows], w[:, cols], s, bias[cols], bound, lo, hi)
+            risky[:, cols] &= ~(safe & open_[:, cols])
+    rect = risky.any(axis=1).sum() * risky.any(axis=0).sum()
+    return bool(rect > 0.5 * sample * n)
 
 
 # ----------------------------------------------------------------- public API
