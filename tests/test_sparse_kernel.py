@@ -59,7 +59,7 @@ def test_equals_dense_datapath(case):
     de = dense(x, w, b, **cfg)
     vec = _sparse(x, w, b, cfg, n_pes, index_bits, engine="vector")
     _assert_same(vec, de)
-    auto = _sparse(x, w, b, cfg, n_pes, index_bits, engine="auto")  # float lanes when exact
+    auto = _sparse(x, w, b, cfg, n_pes, index_bits, engine="auto")  # int lanes, else float lanes
     _assert_same(auto, de)
     # additions: exactly the non-zero weight x non-zero activation products; same timing
     assert vec.stats.additions == int(((x != 0).astype(np.int64) @ (w != 0).astype(np.int64)).sum())
@@ -86,7 +86,7 @@ def test_saturating_order_dependent_case(overflow, acc_bits):
     cfg = dict(fmt_x=Q8, fmt_w=Q8, fmt_y=Q8, acc_bits=acc_bits, overflow=overflow, activation="relu")
     de = dense(x, w, None, **cfg)
     assert de.stats.overflow_count > 0  # the case really saturates/wraps
-    for engine in ("vector", "lanes"):
+    for engine in ("vector", "lanes") + (("int",) if acc_bits == 16 else ()):  # int: products in range
         _assert_same(_sparse(x, w, None, cfg, 3, 2, engine=engine), de)
     if overflow == "clip":  # the same additions in reversed k order give other results
         rev = dense(x[:, ::-1], w[::-1], None, **cfg)
@@ -185,3 +185,21 @@ def test_shape_and_range_errors():
         sparse_dense(np.full((1, 3), 500), enc, None, **cfg)
     with pytest.raises(FxpsimError, match="range"):
         sparse_dense(np.ones((1, 3), np.int64), enc, np.array([1 << 20, 0, 0]), **cfg)
+
+
+@pytest.mark.parametrize("overflow", ["wrap", "clip"])
+def test_int_engine_equals_float_lanes_and_reference(overflow):
+    """The integer-lane engine: same values, statistics and timing as the float lanes."""
+    rng = np.random.default_rng(7)
+    w = rng.integers(-128, 128, (70, 9)) * (rng.random((70, 9)) < 0.4)
+    x = rng.integers(0, 128, (130, 70)) * (rng.random((130, 70)) < 0.3)
+    b = rng.integers(-2000, 2000, 9)
+    cfg = dict(fmt_x=Q8, fmt_w=Q8, fmt_y=Q8, acc_bits=16, overflow=overflow, activation="relu")
+    ints = _sparse(x, w, b, cfg, 4, 3, engine="int")
+    assert ints.stats.overflow_count > 0
+    floats = _sparse(x, w, b, cfg, 4, 3, engine="lanes")
+    _assert_same(ints, floats)
+    _assert_same(ints, reference.dense(x, w, b, **cfg))
+    np.testing.assert_array_equal(ints.pe.entries, floats.pe.entries)
+    assert (ints.pe.queued_cycles, ints.pe.lockstep_cycles) == (floats.pe.queued_cycles,
+                                                                floats.pe.lockstep_cycles)

@@ -22,9 +22,11 @@ n_pes + p``); padding entries take a cycle and add nothing. The relative
 indices are decoded once per call into a column schedule
 (:func:`column_schedule`), what the PEs compute on the fly. Two engines give
 identical results: ``vector`` (one input vector at a time, int64, any
-width) and ``lanes`` (64 vectors side by side in float32/float64 lanes,
+width), ``lanes`` (64 vectors side by side in float32/float64 lanes,
 exact while every value stays below 2**24 / 2**53; a column is skipped when
-all 64 activations are zero, the remaining zero products add 0).
+all 64 activations are zero, the remaining zero products add 0) and ``int``
+(the same in int16/int32/int64 lanes with the dense datapath's shifted-lane
+trick, when every product fits the accumulator range).
 
 Timing (:class:`PEStats`): PE ``p`` spends one cycle per stored entry
 (padding included) of each column whose activation is non-zero. Queued
@@ -46,8 +48,8 @@ import numpy as np
 from numba import njit, prange
 
 from ..errors import check
-from ..kernels.datapath import OverflowStats, im2col, stochastic_bits
-from ..kernels.jit import requantize_one
+from ..kernels.datapath import OverflowStats, _lane_plan, im2col, stochastic_bits
+from ..kernels.jit import requantize_one, sadd_sat, trunc_as
 from ..qformat import Overflow, QFormat, Rounding, check_raw, parse_overflow, parse_rounding
 from .csc import CSCEncoding, entry_columns, entry_rows
 from .pe import load_imbalance
@@ -214,6 +216,124 @@ def _eie_kernel(x, ptr, rows, vals, entries, bias, lo, hi, mode, shift, rnd, y_l
         th_stats[t, 4] = lock
 
 
+@njit(cache=True, inline="always")
+def _block_timing(x, b0, nl, entries, emax, xb, pc, pe_tot, active):  # pragma: no cover - jitted
+    """Transpose vectors b0..b0+nl-1 into ``xb`` (K, lanes); EIE timing of each on the way:
+    returns (queued, lock-step) cycles and adds to ``pe_tot`` / ``active``."""
+    n_k, n_pes = x.shape[1], entries.shape[1]
+    queued = 0
+    lock = 0
+    for l in range(nl):
+        for p in range(n_pes):
+            pc[p] = 0
+        for k in range(n_k):
+            v = x[b0 + l, k]
+            xb[k, l] = v
+            if v != 0:
+                active[k] += 1
+                lock += emax[k]
+                ek = entries[k]
+                for p in range(n_pes):
+                    pc[p] += ek[p]
+        queued += _add_pe_cycles(pc, pe_tot)
+    return queued, lock
+
+
+@njit(cache=True)
+def _column_maxima(entries):  # pragma: no cover - jitted
+    """Lock-step cycles of each column: its busiest PE's entries."""
+    emax = np.zeros(entries.shape[0], np.int64)
+    for k in range(entries.shape[0]):
+        for p in range(entries.shape[1]):
+            emax[k] = max(emax[k], entries[k, p])
+    return emax
+
+
+@njit(cache=True, parallel=True)
+def _int_lanes_kernel(x, ptr, rows, vals, entries, bias, sh, acc_bits, clip, ex_like, lanes, shift, rnd,
+                      y_lo, y_hi, relu, acc_out, y_out, blk_stats, blk_pe, blk_active):  # pragma: no cover
+    """``lanes`` vectors side by side in integer lanes, the datapath's shifted-lane trick
+    (``fxpsim.kernels.jit``): operands and bias pre-shifted by ``sh`` so the lane's
+    saturating add is the per-step clip and its own add the per-step wrap; an addition
+    overflowed where the two differ. Exact sums for ``max_abs``: clip keeps them in lanes
+    of ``ex_like``'s type (the caller checks they fit), wrap rebuilds them from its counts
+    of upward and downward wraps. Zero products (a lane's activation 0) never overflow.
+    Same outputs and statistics as :func:`_lanes_kernel`.
+    """
+    n_b, n_k = x.shape
+    n_out = bias.size
+    n_blocks = (n_b + lanes - 1) // lanes
+    emax = _column_maxima(entries)
+    for blk in prange(n_blocks):
+        b0 = blk * lanes
+        nl = min(lanes, n_b - b0)
+        acc = np.empty((n_out, lanes), bias.dtype)
+        kept = np.zeros((n_out, lanes), bias.dtype)
+        dwn = np.zeros((n_out, lanes), bias.dtype)
+        ex = np.zeros((n_out, lanes), ex_like.dtype)
+        steps = np.zeros(n_out, np.int64)
+        xb = np.zeros((n_k, lanes), bias.dtype)
+        pc = np.empty(entries.shape[1], entries.dtype)
+        queued, lock = _block_timing(x, b0, nl, entries, emax, xb, pc, blk_pe[blk], blk_active[blk])
+        for r in range(n_out):
+            for l in range(lanes):
+                acc[r, l] = bias[r]
+        for k in range(n_k):
+            xk = xb[k]
+            on = False
+            for l in range(nl):
+                on |= xk[l] != 0
+            if not on:
+                continue
+            for e in range(ptr[k], ptr[k + 1]):
+                r = rows[e]
+                steps[r] += 1
+                ar = acc[r]
+                cr = kept[r]
+                v = vals[e]
+                if clip:
+                    er = ex[r]
+                    for l in range(lanes):
+                        a = ar[l]
+                        p = trunc_as(v * xk[l], a)
+                        t = sadd_sat(a, p)
+                        cr[l] += t == trunc_as(a + p, a)
+                        er[l] += trunc_as(p, er[l])
+                        ar[l] = t
+                else:
+                    dr = dwn[r]
+                    for l in range(lanes):
+                        a = ar[l]
+                        p = trunc_as(v * xk[l], a)
+                        u = trunc_as(a + p, a)
+                        ov = sadd_sat(a, p) != u
+                        cr[l] += not ov
+                        dr[l] += ov & (p < 0)
+                        ar[l] = u
+        n_ovf = 0
+        n_aff = 0
+        mx = 0
+        for l in range(nl):
+            for r in range(n_out):
+                a = np.int64(acc[r, l]) >> sh
+                acc_out[b0 + l, r] = a
+                c = steps[r] - np.int64(kept[r, l])
+                n_ovf += c
+                n_aff += c > 0
+                if clip:
+                    ev = (np.int64(ex[r, l]) >> sh) + (np.int64(bias[r]) >> sh)
+                else:
+                    ev = a + ((c - 2 * np.int64(dwn[r, l])) << acc_bits)
+                mx = max(mx, abs(ev))
+                if rnd >= 0:
+                    y_out[b0 + l, r] = requantize_one(a, shift, rnd, y_lo, y_hi, relu)
+        blk_stats[blk, 0] = n_ovf
+        blk_stats[blk, 1] = n_aff
+        blk_stats[blk, 2] = mx
+        blk_stats[blk, 3] = queued
+        blk_stats[blk, 4] = lock
+
+
 @njit(cache=True, parallel=True)
 def _lanes_kernel(x, ptr, rows, vals, entries, bias, lo, hi, span, inv, mode, lanes, shift, rnd, y_lo, y_hi,
                   relu, acc_out, y_out, blk_stats, blk_pe, blk_active):  # pragma: no cover - jitted
@@ -230,10 +350,7 @@ def _lanes_kernel(x, ptr, rows, vals, entries, bias, lo, hi, span, inv, mode, la
     n_blocks = (n_b + lanes - 1) // lanes
     ft = vals.dtype
     n_pes = entries.shape[1]
-    emax = np.zeros(n_k, np.int64)
-    for k in range(n_k):
-        for p in range(n_pes):
-            emax[k] = max(emax[k], entries[k, p])
+    emax = _column_maxima(entries)
     for blk in prange(n_blocks):
         b0 = blk * lanes
         nl = min(lanes, n_b - b0)
@@ -244,21 +361,7 @@ def _lanes_kernel(x, ptr, rows, vals, entries, bias, lo, hi, span, inv, mode, la
         pc = np.empty(n_pes, entries.dtype)
         pe_tot = blk_pe[blk]
         active = blk_active[blk]
-        queued = 0
-        lock = 0
-        for l in range(nl):  # transpose the block; EIE timing of each vector on the way
-            for p in range(n_pes):
-                pc[p] = 0
-            for k in range(n_k):
-                v = x[b0 + l, k]
-                xb[k, l] = v
-                if v != 0:
-                    active[k] += 1
-                    lock += emax[k]
-                    ek = entries[k]
-                    for p in range(n_pes):
-                        pc[p] += ek[p]
-            queued += _add_pe_cycles(pc, pe_tot)
+        queued, lock = _block_timing(x, b0, nl, entries, emax, xb, pc, pe_tot, active)
         for r in range(n_out):
             for l in range(lanes):
                 acc[r, l] = bias[r]
@@ -316,7 +419,28 @@ def _lanes_kernel(x, ptr, rows, vals, entries, bias, lo, hi, span, inv, mode, la
         blk_stats[blk, 4] = lock
 
 
-ENGINES = ("auto", "lanes", "vector")
+ENGINES = ("auto", "int", "lanes", "vector")
+
+
+def _int_lane_plan(kernel_mode: int, acc_bits: int, max_x: int, max_w: int, n_in: int, bound: float):
+    """``(lane dtype, sh, shift x?, exact-sum dtype)`` for :func:`_int_lanes_kernel`, or None.
+
+    Needs wrap or clip with every product in the accumulator range (the
+    datapath's lane plan), per-lane counts below the lane maximum (K steps)
+    and, for clip, exact sums (shifted by sh) inside int32 or int64.
+    """
+    if kernel_mode not in (0, 1):
+        return None
+    plan = _lane_plan(acc_bits, max_x, max_w)
+    if plan is None:
+        return None
+    dt, bits, shift_x = plan
+    if n_in >= (1 << (bits - 1)) - 1:
+        return None
+    sh = bits - acc_bits
+    top = (bound + 1.0) * 2.0 ** sh
+    ex_dt = np.int32 if top < 2.0 ** 31 else np.int64 if top < 2.0 ** 62 else None
+    return None if ex_dt is None else (dt, sh, shift_x, ex_dt)
 
 
 def sparse_dense(x, enc: CSCEncoding, b=None, *, fmt_x, fmt_w, fmt_y, acc_bits: int,
@@ -334,7 +458,8 @@ def sparse_dense(x, enc: CSCEncoding, b=None, *, fmt_x, fmt_w, fmt_y, acc_bits: 
     ``engine``: ``vector`` runs EIE's loop one input vector at a time on
     int64 (any width); ``lanes`` runs ``lanes`` vectors side by side in
     float32/float64 lanes, exact while every value stays below 2**24 / 2**53;
-    ``auto`` takes ``lanes`` when it is exact. When no prefix sum can leave
+    ``int`` runs them in integer lanes (products inside the accumulator range);
+    ``auto`` takes ``int``, else ``lanes`` when exact. When no prefix sum can leave
     the accumulator (``|b| + max|x| * sum_k |W[k, n]|`` fits), wrap and clip
     cannot act and both engines add without per-step checks. Same results.
     """
@@ -393,7 +518,11 @@ def sparse_dense(x, enc: CSCEncoding, b=None, *, fmt_x, fmt_w, fmt_y, acc_bits: 
     lane_dt = np.float32 if peak < 2.0 ** 24 else np.float64 if peak < 2.0 ** 53 else None
     check(engine != "lanes" or lane_dt is not None,
           "engine='lanes' is not exact here (values reach 2**53): use engine='vector' or 'auto'")
-    use_lanes = engine == "lanes" or (engine == "auto" and lane_dt is not None)
+    int_plan = _int_lane_plan(kernel_mode, acc_bits, max_abs_x, max_abs_w, n_in, bound)
+    check(engine != "int" or int_plan is not None,
+          "engine='int' needs wrap or clip with products inside the accumulator range: use 'auto'")
+    use_int = engine == "int" or (engine == "auto" and int_plan is not None)
+    use_lanes = not use_int and (engine == "lanes" or (engine == "auto" and lane_dt is not None))
 
     n_b = x.shape[0]
     acc = np.empty((n_b, n_out), np.int64)
@@ -401,16 +530,24 @@ def sparse_dense(x, enc: CSCEncoding, b=None, *, fmt_x, fmt_w, fmt_y, acc_bits: 
     stochastic = rounding is Rounding.STOCHASTIC and shift > 0  # shift <= 0: no rounding
     rnd = -1 if stochastic else rounding.code
     relu = activation == "relu"
-    if use_lanes:
+    if use_int or use_lanes:
         n_blocks = (n_b + int(lanes) - 1) // int(lanes)
         blk = np.zeros((n_blocks, 5), np.int64)
         blk_pe = np.zeros((n_blocks, enc.n_pes), np.int64)
         blk_active = np.zeros((n_blocks, n_in), np.int64)
         ent = sched.entries.astype(np.int32 if sched.entries.sum() < 2**31 else np.int64)  # narrow lanes
-        _lanes_kernel(x, sched.ptr, sched.rows, sched.vals.astype(lane_dt), ent, bias.astype(lane_dt),
-                      lane_dt(lo), lane_dt(hi), lane_dt(2.0 ** acc_bits), lane_dt(2.0 ** -acc_bits),
-                      kernel_mode, int(lanes),
-                      shift, rnd, fmt_y.raw_min, fmt_y.raw_max, relu, acc, y, blk, blk_pe, blk_active)
+        if use_int:
+            dt, sh, shift_x, ex_dt = int_plan
+            xl = (x.astype(dt) << dt(sh)) if shift_x else x
+            vl = sched.vals.astype(dt) << dt(0 if shift_x else sh)
+            _int_lanes_kernel(xl, sched.ptr, sched.rows, vl, ent, bias.astype(dt) << dt(sh), sh, acc_bits,
+                              mode is Overflow.CLIP, np.zeros(1, ex_dt), int(lanes), shift, rnd,
+                              fmt_y.raw_min, fmt_y.raw_max, relu, acc, y, blk, blk_pe, blk_active)
+        else:
+            _lanes_kernel(x, sched.ptr, sched.rows, sched.vals.astype(lane_dt), ent, bias.astype(lane_dt),
+                          lane_dt(lo), lane_dt(hi), lane_dt(2.0 ** acc_bits), lane_dt(2.0 ** -acc_bits),
+                          kernel_mode, int(lanes),
+                          shift, rnd, fmt_y.raw_min, fmt_y.raw_max, relu, acc, y, blk, blk_pe, blk_active)
         active_k = blk_active.sum(axis=0)  # vectors whose activation k is non-zero
         pe = PEStats(entries=blk_pe.sum(axis=0), padding=active_k @ sched.padding,
                      queued_cycles=int(blk[:, 3].sum()), lockstep_cycles=int(blk[:, 4].sum()))
