@@ -357,3 +357,18 @@ def test_int64_lanes_near_the_rail_match_reference(acc_bits, wx, overflow):
     (acc_f, st_f), (acc_s, st_s) = both_paths(x, w, b, kwargs)
     np.testing.assert_array_equal(acc_f, acc_s)
     assert st_f == st_s
+
+
+@pytest.mark.parametrize("overflow", ["wrap", "clip"])
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.int32])
+def test_narrow_operand_arrays_run_uncopied_and_agree(dtype, overflow):
+    """int8/int16 inputs go to the lane kernels as they are: same bits as int64 inputs."""
+    rng = np.random.default_rng(5)
+    x = rng.integers(-128, 128, (300, 33)) * (rng.random((300, 33)) < 0.6)
+    w = rng.integers(-128, 128, (33, 17))
+    kwargs = dict(fmt_x=QFormat(8, 0), fmt_w=QFormat(8, 0), fmt_y=QFormat(16, 0), acc_bits=16,
+                  overflow=overflow)
+    wide = dense(x, w, None, **kwargs)
+    assert wide.stats.overflow_count > 0
+    assert_same(dense(x.astype(dtype), w.astype(dtype), None, **kwargs), wide)
+    assert_same(wide, ref.dense(x, w, None, **kwargs))

@@ -343,7 +343,8 @@ def _sequential(x, w, bias, cfg: _Config, want_max: bool = False):
     else:
         dt, bits, shift_x = plan
         sh = bits - cfg.acc_bits
-        xl = np.ascontiguousarray(x, dtype=dt)
+        narrow = x.dtype.kind == "i" and x.dtype.itemsize <= np.dtype(dt).itemsize and x.flags.c_contiguous
+        xl = x if narrow and not shift_x else np.ascontiguousarray(x, dtype=dt)  # no copy of narrow x
         wl = np.ascontiguousarray(w, dtype=dt)
         if shift_x:  # new arrays: never shift the caller's operands in place
             xl = xl << dt(sh)

@@ -59,14 +59,13 @@ def trunc_as(typingctx, v, like):
 
 
 @njit(cache=True, inline="always")
-def _flush_counts(steps, kept, tot, nr):  # pragma: no cover - jitted
-    """Add a chunk's overflow counts (steps run - steps that did not overflow) to the int64
-    totals and reset the narrow per-lane counters (every ``kchunk`` steps)."""
-    for r in range(nr):
-        for j in range(kept.shape[1]):
-            tot[r, j] += steps[r] - kept[r, j]
-            kept[r, j] = 0
-        steps[r] = 0
+def _nonzero_steps(xr, idx):  # pragma: no cover - jitted
+    """Indices k of the non-zero entries of ``xr`` into ``idx`` (branch-free); their count."""
+    nnz = 0
+    for k in range(xr.shape[0]):
+        idx[nnz] = k
+        nnz += xr[k] != 0
+    return nnz
 
 
 @njit(cache=True, inline="always")
@@ -93,9 +92,10 @@ def _dense_sat_lane_kernel(x, w, bias, sh, kchunk, acc_out, row_count, row_affec
     so the lane's saturating add (``llvm.sadd.sat``) IS the clip to BW_acc
     bits; an addition overflowed exactly when the saturating and the wrapping
     add differ. Zero activations are skipped (adding 0 never overflows; EIE
-    does the same). Counts live in lanes of width L and are flushed to int64
-    every ``kchunk < 2**(L-1)`` steps. One vpaddsw per MAC for BW_acc <= 16
-    (PERF-NOTES: narrowest lane type, k outer, 4-row blocks).
+    does the same) through a branch-free list of each row's non-zero k.
+    Counts of additions that did NOT overflow (one vpsubw of the compare
+    mask) live in lanes of width L and are flushed to int64 every ``kchunk <
+    2**(L-1)`` steps. Vectorised across outputs (PERF-NOTES: narrowest lane).
     """
     m, kk = x.shape
     n = w.shape[1]
@@ -103,30 +103,43 @@ def _dense_sat_lane_kernel(x, w, bias, sh, kchunk, acc_out, row_count, row_affec
     for blk in prange(nblk):
         r0 = blk * ROWS_PER_BLOCK
         nr = min(ROWS_PER_BLOCK, m - r0)
+        idx = np.empty(kk, dtype=np.int64)
         acc = np.empty((ROWS_PER_BLOCK, n), dtype=bias.dtype)
-        kept = np.zeros((ROWS_PER_BLOCK, n), dtype=bias.dtype)
-        steps = np.zeros(ROWS_PER_BLOCK, dtype=np.int64)
+        kept = np.zeros(n, dtype=bias.dtype)
         tot = np.zeros((ROWS_PER_BLOCK, n), dtype=np.int64)
-        for r in range(ROWS_PER_BLOCK):
+        for r in range(nr):
+            xr = x[r0 + r]
+            a = acc[r]
             for j in range(n):
-                acc[r, j] = bias[j]
-        for k0 in range(0, kk, kchunk):
-            for k in range(k0, min(k0 + kchunk, kk)):
-                wk = w[k]
-                for r in range(nr):
-                    xv = x[r0 + r, k]
-                    if xv == 0:
-                        continue
-                    steps[r] += 1
-                    a = acc[r]
-                    c = kept[r]
+                a[j] = bias[j]
+            nnz = _nonzero_steps(xr, idx)
+            for c0 in range(0, nnz, kchunk):
+                c1 = min(c0 + kchunk, nnz)
+                for i in range(c0, c1 - 1, 2):  # two steps per pass: a and kept stay in registers
+                    xv = xr[idx[i]]
+                    xv2 = xr[idx[i + 1]]
+                    wk = w[idx[i]]
+                    wk2 = w[idx[i + 1]]
                     for j in range(n):
                         av = a[j]
                         p = trunc_as(xv * wk[j], av)
                         t = sadd_sat(av, p)
-                        c[j] += t == trunc_as(av + p, av)  # one vpsubw of the compare mask
+                        p2 = trunc_as(xv2 * wk2[j], av)
+                        t2 = sadd_sat(t, p2)
+                        kept[j] += (t == trunc_as(av + p, av)) + (t2 == trunc_as(t + p2, av))
+                        a[j] = t2
+                if (c1 - c0) % 2:
+                    xv = xr[idx[c1 - 1]]
+                    wk = w[idx[c1 - 1]]
+                    for j in range(n):
+                        av = a[j]
+                        p = trunc_as(xv * wk[j], av)
+                        t = sadd_sat(av, p)
+                        kept[j] += t == trunc_as(av + p, av)
                         a[j] = t
-            _flush_counts(steps, kept, tot, nr)
+                for j in range(n):
+                    tot[r, j] += (c1 - c0) - np.int64(kept[j])
+                    kept[j] = 0
         _finish_rows(acc, tot, sh, r0, nr, acc_out, row_count, row_affected)
 
 
@@ -147,48 +160,62 @@ def _dense_wrap_lane_kernel(x, w, bias, sh, kchunk, acc_bits, acc_out, row_count
     for blk in prange(nblk):
         r0 = blk * ROWS_PER_BLOCK
         nr = min(ROWS_PER_BLOCK, m - r0)
+        idx = np.empty(kk, dtype=np.int64)
         acc = np.empty((ROWS_PER_BLOCK, n), dtype=bias.dtype)
-        kept = np.zeros((ROWS_PER_BLOCK, n), dtype=bias.dtype)
-        dwn = np.zeros((ROWS_PER_BLOCK, n), dtype=bias.dtype)
-        steps = np.zeros(ROWS_PER_BLOCK, dtype=np.int64)
+        kept = np.zeros(n, dtype=bias.dtype)
+        dwn = np.zeros(n, dtype=bias.dtype)
         tot = np.zeros((ROWS_PER_BLOCK, n), dtype=np.int64)
-        net = np.zeros((ROWS_PER_BLOCK, n), dtype=np.int64)
-        for r in range(ROWS_PER_BLOCK):
+        net = np.zeros(n, dtype=np.int64)
+        for r in range(nr):
+            xr = x[r0 + r]
+            a = acc[r]
             for j in range(n):
-                acc[r, j] = bias[j]
-        for k0 in range(0, kk, kchunk):
-            for k in range(k0, min(k0 + kchunk, kk)):
-                wk = w[k]
-                for r in range(nr):
-                    xv = x[r0 + r, k]
-                    if xv == 0:
-                        continue
-                    steps[r] += 1
-                    a = acc[r]
-                    c = kept[r]
-                    d = dwn[r]
+                a[j] = bias[j]
+                net[j] = 0
+            nnz = _nonzero_steps(xr, idx)
+            for c0 in range(0, nnz, kchunk):
+                c1 = min(c0 + kchunk, nnz)
+                for i in range(c0, c1 - 1, 2):  # two steps per pass, as in the clip twin
+                    xv = xr[idx[i]]
+                    xv2 = xr[idx[i + 1]]
+                    wk = w[idx[i]]
+                    wk2 = w[idx[i + 1]]
                     for j in range(n):
                         av = a[j]
                         p = trunc_as(xv * wk[j], av)
                         u = trunc_as(av + p, av)
                         ov = sadd_sat(av, p) != u
-                        c[j] += not ov
-                        d[j] += ov & (p < 0)
+                        p2 = trunc_as(xv2 * wk2[j], av)
+                        u2 = trunc_as(u + p2, av)
+                        ov2 = sadd_sat(u, p2) != u2
+                        kept[j] += (not ov) + (not ov2)
+                        dwn[j] += (ov & (p < 0)) + (ov2 & (p2 < 0))
+                        a[j] = u2
+                if (c1 - c0) % 2:
+                    xv = xr[idx[c1 - 1]]
+                    wk = w[idx[c1 - 1]]
+                    for j in range(n):
+                        av = a[j]
+                        p = trunc_as(xv * wk[j], av)
+                        u = trunc_as(av + p, av)
+                        ov = sadd_sat(av, p) != u
+                        kept[j] += not ov
+                        dwn[j] += ov & (p < 0)
                         a[j] = u
-            for r in range(nr):  # up - down = all overflows - 2 * down
-                for j in range(n):
-                    net[r, j] += steps[r] - np.int64(kept[r, j]) - 2 * np.int64(dwn[r, j])
-                    dwn[r, j] = 0
-            _flush_counts(steps, kept, tot, nr)
-        _finish_rows(acc, tot, sh, r0, nr, acc_out, row_count, row_affected)
-        for r in range(nr):
+                for j in range(n):  # up - down = all overflows - 2 * down
+                    ovf = (c1 - c0) - np.int64(kept[j])
+                    tot[r, j] += ovf
+                    net[j] += ovf - 2 * np.int64(dwn[j])
+                    kept[j] = 0
+                    dwn[j] = 0
             mx = 0
             for j in range(n):
-                v = acc_out[r0 + r, j] + (net[r, j] << acc_bits)
+                v = (np.int64(a[j]) >> sh) + (net[j] << acc_bits)
                 v = -v if v < 0 else v
                 if v > mx:
                     mx = v
             row_max[r0 + r] = mx
+        _finish_rows(acc, tot, sh, r0, nr, acc_out, row_count, row_affected)
 
 
 @njit(cache=True, parallel=True)
