@@ -510,6 +510,9 @@ def _provably_safe(x, w, s, bias, bound, lo, hi) -> np.ndarray:
     return (bias + (t + s) // 2 <= hi) & (bias + (s - t) // 2 >= lo)
 
 
+_SMALL_SEQUENTIAL = 1 << 18
+"""MACs below which outputs at risk all run sequentially without the exact check."""
+
 _SAMPLE_ROWS = 64
 """Rows on which :func:`_all_sequential_pays` tries the exact check (small matmuls are slow)."""
 
@@ -523,9 +526,12 @@ def _all_sequential_pays(x, w, bias, rowabs, colrisk, room, bound, lo, hi,
     the cheap bound's when sums may exceed 2**53) span rows x columns; when
     that rectangle, which the sequential kernel would run anyway, is over
     half of the sample, the check's matmuls and the gathering cost more than
-    they save. Small inputs always take the exact path.
+    they save. Tiny products (``_SMALL_SEQUENTIAL``) always run sequentially;
+    other small inputs take the exact path.
     """
     m, n = x.shape[0], w.shape[1]
+    if m * x.shape[1] * n < _SMALL_SEQUENTIAL:
+        return True  # the kernel costs less than the checks' numpy calls
     if m <= 2 * sample or n == 0:
         return False
     rows = np.linspace(0, m - 1, sample).astype(np.int64)
