@@ -334,12 +334,8 @@ def _sequential(x, w, bias, cfg: _Config, want_max: bool = False):
     max_abs = None
     if plan is None:  # products wider than the accumulator: plain int64 kernels
         xl, wl, bl = (np.ascontiguousarray(a, dtype=np.int64) for a in (x, w, bias))
-        if cfg.overflow is Overflow.CLIP:
-            jit._dense_clip_kernel(xl, wl, bl, np.int64(cfg.acc_min), np.int64(cfg.acc_max),
-                                   acc, row_count, row_affected)
-        else:
-            jit._dense_wrap_kernel(xl, wl, bl, np.int64(cfg.acc_min),
-                                   np.int64((1 << cfg.acc_bits) - 1), acc, row_count, row_affected)
+        jit._dense_int64_kernel(xl, wl, bl, np.int64(cfg.acc_min), np.int64(cfg.acc_max),
+                                cfg.overflow is Overflow.WRAP, acc, row_count, row_affected)
     else:
         dt, bits, shift_x = plan
         sh = bits - cfg.acc_bits

@@ -5,14 +5,13 @@ Conventions (STYLE.md, after stumpy/pynndescent): module-level
 on the outermost loop. The public wrappers in :mod:`fxpsim.kernels.datapath`
 validate, choose the lane dtype and call these.
 
-Lanes (PERF-NOTES: vectorise across outputs, k outer, 4-row blocks, the
-narrowest exact lane): the ``*_lane_kernel`` pair keeps the BW_acc-bit
+Lanes (PERF-NOTES: vectorise across outputs, the narrowest exact lane;
+rows in blocks of 4 per parallel task): the ``*_lane_kernel`` pair keeps the BW_acc-bit
 accumulator in the top bits of an int16/int32/int64 lane, so one
 ``llvm.sadd.sat`` (vpaddsw for int16) is the per-step clip and the lane's
 own add is the per-step wrap; LLVM does not narrow Numba's int64 arithmetic
 by itself (measured: int64 lanes, ~10x slower). The plain int64
-``_dense_clip_kernel`` / ``_dense_wrap_kernel`` cover products wider than
-the accumulator range.
+``_dense_int64_kernel`` covers products wider than the accumulator range.
 """
 
 from __future__ import annotations
@@ -56,6 +55,20 @@ def trunc_as(typingctx, v, like):
         return val
 
     return like(v, like), codegen
+
+
+@njit(cache=True, inline="always")
+def sat_add(a, p):  # pragma: no cover - jitted
+    """One per-step clip in a shifted lane: (saturated sum, True if it did NOT overflow)."""
+    t = sadd_sat(a, p)
+    return t, t == trunc_as(a + p, a)
+
+
+@njit(cache=True, inline="always")
+def wrap_add(a, p):  # pragma: no cover - jitted
+    """One per-step wrap in a shifted lane: (wrapped sum, True if it overflowed)."""
+    u = trunc_as(a + p, a)
+    return u, sadd_sat(a, p) != u
 
 
 @njit(cache=True, inline="always")
@@ -122,20 +135,17 @@ def _dense_sat_lane_kernel(x, w, bias, sh, kchunk, acc_out, row_count, row_affec
                     wk2 = w[idx[i + 1]]
                     for j in range(n):
                         av = a[j]
-                        p = trunc_as(xv * wk[j], av)
-                        t = sadd_sat(av, p)
-                        p2 = trunc_as(xv2 * wk2[j], av)
-                        t2 = sadd_sat(t, p2)
-                        kept[j] += (t == trunc_as(av + p, av)) + (t2 == trunc_as(t + p2, av))
+                        t, ok = sat_add(av, trunc_as(xv * wk[j], av))
+                        t2, ok2 = sat_add(t, trunc_as(xv2 * wk2[j], av))
+                        kept[j] += ok + ok2
                         a[j] = t2
                 if (c1 - c0) % 2:
                     xv = xr[idx[c1 - 1]]
                     wk = w[idx[c1 - 1]]
                     for j in range(n):
                         av = a[j]
-                        p = trunc_as(xv * wk[j], av)
-                        t = sadd_sat(av, p)
-                        kept[j] += t == trunc_as(av + p, av)
+                        t, ok = sat_add(av, trunc_as(xv * wk[j], av))
+                        kept[j] += ok
                         a[j] = t
                 for j in range(n):
                     tot[r, j] += (c1 - c0) - np.int64(kept[j])
@@ -183,11 +193,9 @@ def _dense_wrap_lane_kernel(x, w, bias, sh, kchunk, acc_bits, acc_out, row_count
                     for j in range(n):
                         av = a[j]
                         p = trunc_as(xv * wk[j], av)
-                        u = trunc_as(av + p, av)
-                        ov = sadd_sat(av, p) != u
+                        u, ov = wrap_add(av, p)
                         p2 = trunc_as(xv2 * wk2[j], av)
-                        u2 = trunc_as(u + p2, av)
-                        ov2 = sadd_sat(u, p2) != u2
+                        u2, ov2 = wrap_add(u, p2)
                         kept[j] += (not ov) + (not ov2)
                         dwn[j] += (ov & (p < 0)) + (ov2 & (p2 < 0))
                         a[j] = u2
@@ -197,8 +205,7 @@ def _dense_wrap_lane_kernel(x, w, bias, sh, kchunk, acc_bits, acc_out, row_count
                     for j in range(n):
                         av = a[j]
                         p = trunc_as(xv * wk[j], av)
-                        u = trunc_as(av + p, av)
-                        ov = sadd_sat(av, p) != u
+                        u, ov = wrap_add(av, p)
                         kept[j] += not ov
                         dwn[j] += ov & (p < 0)
                         a[j] = u
@@ -219,15 +226,17 @@ def _dense_wrap_lane_kernel(x, w, bias, sh, kchunk, acc_bits, acc_out, row_count
 
 
 @njit(cache=True, parallel=True)
-def _dense_clip_kernel(x, w, bias, lo, hi, acc_out, row_count, row_affected):  # pragma: no cover
-    """Per-step saturating accumulation in int64, order k = 0..K-1 (de Bruin DSD 2018, clip).
+def _dense_int64_kernel(x, w, bias, lo, hi, wrap, acc_out, row_count, row_affected):  # pragma: no cover
+    """Per-step wrap or clip to ``[lo, hi]`` in int64, order k = 0..K-1 (de Bruin DSD 2018).
 
-    ``acc = clip(acc + x[b, k] * w[k, n], lo, hi)`` after every addition,
-    for products wider than the accumulator range (no lane trick); per row
-    the additions whose exact result left ``[lo, hi]`` and the outputs they hit.
+    For products wider than the accumulator range (no lane trick): after
+    every addition ``acc = ((acc + p - lo) & (hi - lo)) + lo`` (wrap,
+    ``hi - lo = 2**BW_acc - 1``) or ``clip(acc + p, lo, hi)``; per row the
+    additions whose exact result left ``[lo, hi]`` and the outputs they hit.
     """
     m, kk = x.shape
     n = w.shape[1]
+    mask = hi - lo
     nblk = (m + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK
     for blk in prange(nblk):
         r0 = blk * ROWS_PER_BLOCK
@@ -245,39 +254,7 @@ def _dense_clip_kernel(x, w, bias, lo, hi, acc_out, row_count, row_affected):  #
                 c = cnt[r]
                 for j in range(n):
                     s = a[j] + xv * wk[j]
-                    t = min(max(s, lo), hi)
-                    c[j] += s != t
-                    a[j] = t
-        _finish_rows(acc, cnt, 0, r0, nr, acc_out, row_count, row_affected)
-
-
-@njit(cache=True, parallel=True)
-def _dense_wrap_kernel(x, w, bias, lo, mask, acc_out, row_count, row_affected):  # pragma: no cover
-    """Per-step wrapping accumulation (two's complement, BW_acc bits) in int64, k = 0..K-1.
-
-    ``acc = ((acc + p - lo) & mask) + lo`` after every addition, with
-    ``mask = 2**BW_acc - 1``; per row the additions that wrapped.
-    """
-    m, kk = x.shape
-    n = w.shape[1]
-    nblk = (m + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK
-    for blk in prange(nblk):
-        r0 = blk * ROWS_PER_BLOCK
-        nr = min(ROWS_PER_BLOCK, m - r0)
-        acc = np.empty((ROWS_PER_BLOCK, n), dtype=bias.dtype)
-        cnt = np.zeros((ROWS_PER_BLOCK, n), dtype=np.int64)
-        for r in range(ROWS_PER_BLOCK):
-            for j in range(n):
-                acc[r, j] = bias[j]
-        for k in range(kk):
-            wk = w[k]
-            for r in range(nr):
-                xv = x[r0 + r, k]
-                a = acc[r]
-                c = cnt[r]
-                for j in range(n):
-                    s = a[j] + xv * wk[j]
-                    t = ((s - lo) & mask) + lo
+                    t = ((s - lo) & mask) + lo if wrap else min(max(s, lo), hi)
                     c[j] += s != t
                     a[j] = t
         _finish_rows(acc, cnt, 0, r0, nr, acc_out, row_count, row_affected)

@@ -49,7 +49,7 @@ from numba import njit, prange
 
 from ..errors import check
 from ..kernels.datapath import OverflowStats, _lane_plan, im2col, stochastic_bits
-from ..kernels.jit import requantize_one, sadd_sat, trunc_as
+from ..kernels.jit import requantize_one, sat_add, trunc_as, wrap_add
 from ..qformat import Overflow, QFormat, Rounding, check_raw, parse_overflow, parse_rounding
 from .csc import CSCEncoding, entry_columns, entry_rows
 from .pe import load_imbalance
@@ -239,6 +239,15 @@ def _block_timing(x, b0, nl, entries, emax, xb, pc, pe_tot, active):  # pragma: 
     return queued, lock
 
 
+@njit(cache=True, inline="always")
+def _any_nonzero(xk, nl):  # pragma: no cover - jitted
+    """Whether any of the first ``nl`` lanes of ``xk`` is non-zero."""
+    on = False
+    for l in range(nl):
+        on |= xk[l] != 0
+    return on
+
+
 @njit(cache=True)
 def _column_maxima(entries):  # pragma: no cover - jitted
     """Lock-step cycles of each column: its busiest PE's entries."""
@@ -280,10 +289,7 @@ def _int_lanes_kernel(x, ptr, rows, vals, entries, bias, sh, acc_bits, clip, ex_
                 acc[r, l] = bias[r]
         for k in range(n_k):
             xk = xb[k]
-            on = False
-            for l in range(nl):
-                on |= xk[l] != 0
-            if not on:
+            if not _any_nonzero(xk, nl):  # every lane's activation k is 0: nothing to add
                 continue
             for e in range(ptr[k], ptr[k + 1]):
                 r = rows[e]
@@ -296,8 +302,8 @@ def _int_lanes_kernel(x, ptr, rows, vals, entries, bias, sh, acc_bits, clip, ex_
                     for l in range(lanes):
                         a = ar[l]
                         p = trunc_as(v * xk[l], a)
-                        t = sadd_sat(a, p)
-                        cr[l] += t == trunc_as(a + p, a)
+                        t, ok = sat_add(a, p)
+                        cr[l] += ok
                         er[l] += trunc_as(p, er[l])
                         ar[l] = t
                 else:
@@ -305,8 +311,7 @@ def _int_lanes_kernel(x, ptr, rows, vals, entries, bias, sh, acc_bits, clip, ex_
                     for l in range(lanes):
                         a = ar[l]
                         p = trunc_as(v * xk[l], a)
-                        u = trunc_as(a + p, a)
-                        ov = sadd_sat(a, p) != u
+                        u, ov = wrap_add(a, p)
                         cr[l] += not ov
                         dr[l] += ov & (p < 0)
                         ar[l] = u
@@ -368,10 +373,7 @@ def _lanes_kernel(x, ptr, rows, vals, entries, bias, lo, hi, span, inv, mode, la
                 ex[r, l] = bias[r]
         for k in range(n_k):
             xk = xb[k]
-            on = False
-            for l in range(nl):
-                on |= xk[l] != 0
-            if not on:
+            if not _any_nonzero(xk, nl):  # every lane's activation k is 0: nothing to add
                 continue
             for e in range(ptr[k], ptr[k + 1]):
                 r = rows[e]
