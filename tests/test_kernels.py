@@ -135,12 +135,12 @@ def test_hopeless_exact_check_is_skipped_and_still_exact(monkeypatch):
 
 
 def test_lane_plans():
-    assert datapath._lane_plan(16, 128, 127) == (np.int16, 16, False)
-    assert datapath._lane_plan(12, 64, 31) == (np.int16, 16, False)
-    assert datapath._lane_plan(12, 0, 5000) == (np.int16, 16, True)  # x all zero
-    assert datapath._lane_plan(20, 1, 1) == (np.int32, 32, False)
-    assert datapath._lane_plan(40, 1, 1) == (np.int64, 64, False)
-    assert datapath._lane_plan(8, 16, 16) is None  # product wider than the accumulator
+    assert datapath.lane_plan(16, 128, 127) == (np.int16, 16, False)
+    assert datapath.lane_plan(12, 64, 31) == (np.int16, 16, False)
+    assert datapath.lane_plan(12, 0, 5000) == (np.int16, 16, True)  # x all zero
+    assert datapath.lane_plan(20, 1, 1) == (np.int32, 32, False)
+    assert datapath.lane_plan(40, 1, 1) == (np.int64, 64, False)
+    assert datapath.lane_plan(8, 16, 16) is None  # product wider than the accumulator
 
 
 @pytest.mark.parametrize("overflow", ["wrap", "clip"])
@@ -155,7 +155,7 @@ def test_every_lane_kernel_matches_int64_kernel(acc_bits, scale, overflow, monke
     fmt = QFormat(int(scale).bit_length() + 1, 0)
     kwargs = dict(fmt_x=fmt, fmt_w=fmt, fmt_y=QFormat(30, 0), acc_bits=acc_bits, overflow=overflow)
     lane = both_paths(x, w, b, kwargs)[1]
-    monkeypatch.setattr(datapath, "_lane_plan", lambda *a: None)
+    monkeypatch.setattr(datapath, "lane_plan", lambda *a: None)
     plain = both_paths(x, w, b, kwargs)[1]
     np.testing.assert_array_equal(lane[0], plain[0])
     assert lane[1] == plain[1] and lane[1].overflow_count > 0

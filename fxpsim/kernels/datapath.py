@@ -39,7 +39,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import partial
+from functools import lru_cache, partial
 
 import numba
 import numpy as np
@@ -261,7 +261,11 @@ _SMALL_BLAS = 1 << 24
 """MACs below which BLAS runs on one thread: OpenBLAS's idle workers spin for ~0.1 s
 after a call, slowing the Numba kernel that follows (measured on a 2-core machine)."""
 
-_BLAS_CONTROL = []
+@lru_cache(maxsize=1)
+def _blas_controller():
+    """threadpoolctl's view of the loaded BLAS, made once (it scans the loaded libraries)."""
+    from threadpoolctl import ThreadpoolController
+    return ThreadpoolController()
 
 
 @contextmanager
@@ -270,10 +274,7 @@ def _blas_threads_for(work: int):
     if work >= _SMALL_BLAS:
         yield
         return
-    if not _BLAS_CONTROL:
-        from threadpoolctl import ThreadpoolController
-        _BLAS_CONTROL.append(ThreadpoolController())
-    with _BLAS_CONTROL[0].limit(limits=1, user_api="blas"):
+    with _blas_controller().limit(limits=1, user_api="blas"):
         yield
 
 
@@ -296,7 +297,7 @@ def _max_abs(a: np.ndarray) -> int:
 _LANES = ((np.int16, 16), (np.int32, 32), (np.int64, 64))
 
 
-def _lane_plan(acc_bits: int, max_x: int, max_w: int):
+def lane_plan(acc_bits: int, max_x: int, max_w: int):
     """``(dtype, lane bits, shift x?)`` for the shifted-lane kernels, or None.
 
     The lane kernels need every product inside the accumulator range and one
@@ -327,7 +328,7 @@ def _sequential(x, w, bias, cfg: _Config, want_max: bool = False):
     m, kk = x.shape
     n = w.shape[1]
     max_x, max_w = _max_abs(x), _max_abs(w)
-    plan = _lane_plan(cfg.acc_bits, max_x, max_w)
+    plan = lane_plan(cfg.acc_bits, max_x, max_w)
     acc = np.empty((m, n), dtype=np.int64)
     row_count = np.empty(m, dtype=np.int64)
     row_affected = np.empty(m, dtype=np.int64)
@@ -360,8 +361,7 @@ def _sequential(x, w, bias, cfg: _Config, want_max: bool = False):
             jit._dense_wrap_lane_kernel(xl, wl, bl, sh, kchunk, cfg.acc_bits, acc, row_count,
                                         row_affected, row_max)
             # |exact| <= K * max|p| + |bias|; net wraps * 2**BW_acc stay below that + 2**BW_acc
-            worst = kk * max_x * max_w + (1 << cfg.acc_bits)
-            if want_max and worst < (1 << 62):
+            if want_max and kk * max_x * max_w + (1 << cfg.acc_bits) < (1 << 62):
                 max_abs = int(row_max.max(initial=0))
     return acc, int(row_count.sum()), int(row_affected.sum()), max_abs
 

@@ -48,7 +48,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..errors import check
-from ..kernels.datapath import OverflowStats, _lane_plan, im2col, stochastic_bits
+from ..kernels.datapath import OverflowStats, im2col, lane_plan, stochastic_bits
 from ..kernels.jit import requantize_one, sat_add, trunc_as, wrap_add
 from ..qformat import Overflow, QFormat, Rounding, check_raw, parse_overflow, parse_rounding
 from .csc import CSCEncoding, entry_columns, entry_rows
@@ -433,7 +433,7 @@ def _int_lane_plan(kernel_mode: int, acc_bits: int, max_x: int, max_w: int, n_in
     """
     if kernel_mode not in (0, 1):
         return None
-    plan = _lane_plan(acc_bits, max_x, max_w)
+    plan = lane_plan(acc_bits, max_x, max_w)
     if plan is None:
         return None
     dt, bits, shift_x = plan
