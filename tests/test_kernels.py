@@ -363,6 +363,30 @@ def test_int64_lanes_near_the_rail_match_reference(acc_bits, wx, overflow):
     assert st_f == st_s
 
 
+@pytest.mark.parametrize("acc_bits", [17, 24, 31])
+def test_int32_headroom_clamp_edges_match_reference(acc_bits, monkeypatch):
+    """Clip in int32 lanes with headroom (unshifted, clamped): rails, most-negative, full."""
+    hi = (1 << (acc_bits - 1)) - 1
+    wx = min(15, acc_bits // 2)  # products (2**(wx-1))**2 stay inside the accumulator range
+    fx = QFormat(wx, 0)
+    x = np.array([[fx.raw_min] * 6, [fx.raw_max] * 6, [fx.raw_min, 0, fx.raw_min, 1, 0, -1],
+                  [1, 0, 0, 0, 0, 0]])
+    w = np.array([[fx.raw_min, fx.raw_max, 1, -1, 0]] * 6)
+    b = np.array([hi, -hi - 1, hi - 1, -hi, 0])  # at the rails, one step from them, zero
+    kwargs = dict(fmt_x=fx, fmt_w=fx, fmt_y=QFormat(32, 0), acc_bits=acc_bits, overflow="clip")
+    assert datapath.lane_plan(acc_bits, -fx.raw_min, -fx.raw_min)[1] == 32
+    seen = []
+    real = datapath.jit._dense_sat_lane_kernel
+    monkeypatch.setattr(datapath.jit, "_dense_sat_lane_kernel",
+                        lambda *a: seen.append(a[5]) or real(*a))
+    res = dense(x, w, b, **kwargs)
+    assert seen and seen[0] == (-hi - 1, hi)  # the clamp path ran
+    assert_same(res, ref.dense(x, w, b, **kwargs))
+    assert res.stats.overflow_count > 0 and res.acc.max() == hi and res.acc.min() == -hi - 1
+    monkeypatch.setattr(datapath, "lane_plan", lambda *a: None)
+    assert_same(dense(x, w, b, **kwargs), res)
+
+
 @pytest.mark.parametrize("overflow", ["wrap", "clip"])
 @pytest.mark.parametrize("dtype", [np.int8, np.int16, np.int32])
 def test_narrow_operand_arrays_run_uncopied_and_agree(dtype, overflow):

@@ -339,13 +339,16 @@ def _sequential(x, w, bias, cfg: _Config, want_max: bool = False):
                                 cfg.overflow is Overflow.WRAP, acc, row_count, row_affected)
     else:
         dt, bits, shift_x = plan
-        sh = bits - cfg.acc_bits
+        # int32 lanes with headroom clip by a clamp, unshifted (jit.clip_add); others shift
+        headroom = cfg.overflow is Overflow.CLIP and bits == 32 and cfg.acc_bits < bits
+        bounds = (dt(cfg.acc_min), dt(cfg.acc_max)) if headroom else None
+        sh = 0 if headroom else bits - cfg.acc_bits
         narrow = x.dtype.kind == "i" and x.dtype.itemsize <= np.dtype(dt).itemsize and x.flags.c_contiguous
-        xl = x if narrow and not shift_x else np.ascontiguousarray(x, dtype=dt)  # no copy of narrow x
+        xl = x if narrow and not (shift_x and sh) else np.ascontiguousarray(x, dtype=dt)  # no copy of narrow x
         wl = np.ascontiguousarray(w, dtype=dt)
-        if shift_x:  # new arrays: never shift the caller's operands in place
+        if sh and shift_x:  # new arrays: never shift the caller's operands in place
             xl = xl << dt(sh)
-        else:
+        elif sh:
             wl = wl << dt(sh)
         bl = np.ascontiguousarray(bias, dtype=dt) << dt(sh)
         shifted = (max_x if shift_x else max_w) << sh
@@ -355,7 +358,8 @@ def _sequential(x, w, bias, cfg: _Config, want_max: bool = False):
             xl, wl = xl.astype(np.int32), wl.astype(np.int32)
         kchunk = min(max(kk, 1), (1 << (bits - 1)) - 1)  # per-lane counts stay below the lane max
         if cfg.overflow is Overflow.CLIP:
-            jit._dense_sat_lane_kernel(xl, wl, bl, sh, kchunk, acc, row_count, row_affected)
+            jit._dense_sat_lane_kernel(xl, wl, bl, sh, kchunk, bounds, acc, row_count,
+                                       row_affected)
         else:
             row_max = np.zeros(m, dtype=np.int64)
             jit._dense_wrap_lane_kernel(xl, wl, bl, sh, kchunk, cfg.acc_bits, acc, row_count,
