@@ -257,9 +257,11 @@ def _as_float(a: np.ndarray, dtype) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=dtype)
 
 
-_SMALL_BLAS = 1 << 24
+_SMALL_BLAS = 1 << 28
 """MACs below which BLAS runs on one thread: OpenBLAS's idle workers spin for ~0.1 s
-after a call, slowing the Numba kernel that follows (measured on a 2-core machine)."""
+after a call, and the next Numba parallel kernel waits 6-8 ms for a core (measured on a
+2-core machine). One thread costs W / 18 GMAC/s there, two W / 36: break-even ~2**28.
+Measured: dense 256x784x300 20.8 -> 4.8 ms (ideal), 33.8 -> 12.2 ms (clip BW_acc 16)."""
 
 @lru_cache(maxsize=1)
 def _blas_controller():
