@@ -10,8 +10,10 @@ rows in blocks of 4 per parallel task): the ``*_lane_kernel`` pair keeps the BW_
 accumulator in the top bits of an int16/int32/int64 lane, so one
 ``llvm.sadd.sat`` (vpaddsw for int16) is the per-step clip and the lane's
 own add is the per-step wrap; LLVM does not narrow Numba's int64 arithmetic
-by itself (measured: int64 lanes, ~10x slower). The plain int64
-``_dense_int64_kernel`` covers products wider than the accumulator range.
+by itself (measured: int64 lanes, ~10x slower). Clip in int32 lanes wider
+than BW_acc clamps an unshifted accumulator instead (:func:`clip_add`). The
+plain int64 ``_dense_int64_kernel`` covers products wider than the
+accumulator range.
 """
 
 from __future__ import annotations
