@@ -265,8 +265,15 @@ Measured: dense 256x784x300 20.8 -> 4.8 ms (ideal), 33.8 -> 12.2 ms (clip BW_acc
 
 @lru_cache(maxsize=1)
 def _blas_controller():
-    """threadpoolctl's view of the loaded BLAS, made once (it scans the loaded libraries)."""
+    """threadpoolctl's view of the loaded BLAS, made once (it scans the loaded libraries).
+
+    First runs one small multi-threaded sgemm: until OpenBLAS has run one, its
+    sgemm limited to one thread is ~3x slower (measured: 1000x784x300 41 ms,
+    13 ms after a 256x256x256 warm-up, 1 ms).
+    """
     from threadpoolctl import ThreadpoolController
+    warm = np.ones((256, 256), np.float32)
+    warm @ warm
     return ThreadpoolController()
 
 
