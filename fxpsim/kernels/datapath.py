@@ -548,6 +548,9 @@ def _all_sequential_pays(x, w, bias, rowabs, colrisk, room, bound, lo, hi,
     if bound < _F64_EXACT:
         e = _exact_matmul(x[rows], w, bound).astype(np.int64) + bias
         open_ = risky & (e <= hi) & (e >= lo)
+        definite = risky & ~open_  # final sum out of range: no check can clear these
+        if definite.any(axis=1).sum() * definite.any(axis=0).sum() > 0.5 * sample * n:
+            return True  # the rectangle below can only be larger
         cols = np.flatnonzero(open_.any(axis=0))
         if cols.size:
             s = e[:, cols] - bias[cols]
