@@ -28,6 +28,7 @@ import numpy as np
 from . import kernels
 from .config import LayerConfig, NetworkConfig
 from .errors import FxpsimError, check
+from .network import pool_reduce
 from .qformat import (MAX_WIDTH, Overflow, QFormat, Rounding, dequantize, int_bits_for, quantize,
                       saturate_raw, shift_round)
 
@@ -174,11 +175,9 @@ def _div_round(total: np.ndarray, n: int, rounding: Rounding, seed) -> np.ndarra
     return q + (u < rem)
 
 
-def _pool_windows(x: np.ndarray, layer) -> np.ndarray:
+def _pool(x: np.ndarray, layer, ufunc) -> np.ndarray:
     size = int(layer.size)
-    stride = int(getattr(layer, "stride", None) or size)
-    win = np.lib.stride_tricks.sliding_window_view(x, (size, size), axis=(2, 3))
-    return win[:, :, ::stride, ::stride]
+    return pool_reduce(x, size, int(getattr(layer, "stride", None) or size), ufunc)
 
 
 def _post_int(op: str, layer, raw: np.ndarray, fmt: QFormat, cfg: LayerConfig, seed) -> np.ndarray:
@@ -188,10 +187,10 @@ def _post_int(op: str, layer, raw: np.ndarray, fmt: QFormat, cfg: LayerConfig, s
     if op == "flatten":
         return raw.reshape(raw.shape[0], -1)
     if op == "maxpool2d":
-        return _pool_windows(raw, layer).max(axis=(-2, -1))
+        return _pool(raw, layer, np.maximum)
     if op == "avgpool2d":
-        win = _pool_windows(raw, layer)
-        return _div_round(win.sum(axis=(-2, -1)), win.shape[-1] * win.shape[-2], cfg.rounding, seed)
+        total = _pool(raw.astype(np.int64, copy=False), layer, np.add)  # sums never wrap
+        return _div_round(total, int(layer.size) ** 2, cfg.rounding, seed)
     fn = np.tanh if op == "tanh" else (lambda v: 0.5 * (1.0 + np.tanh(0.5 * v)))  # stable sigmoid
     return quantize(fn(dequantize(raw, fmt)), fmt, cfg.rounding, "clip", seed)
 

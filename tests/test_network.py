@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from fxpsim.errors import FxpsimError
 from fxpsim.network import (ARCHITECTURES, AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool2D,
-                            Network, ReLU, Sigmoid, Tanh, build_network, parse_spec)
+                            Network, ReLU, Sigmoid, Tanh, build_network, parse_spec, pool_reduce)
 from fxpsim.train.init import INIT_SCHEMES, init_weight, parse_init
 from fxpsim.train.losses import log_softmax, softmax, softmax_cross_entropy
 
@@ -92,6 +92,16 @@ def test_pool_grads(cls, size, stride, hw):
     rng = np.random.default_rng(0)
     x = rng.permutation(2 * 3 * hw[0] * hw[1]).reshape(2, 3, *hw) / 7.0  # distinct values: no ties
     check_layer_grads(cls(size, stride), x)
+
+
+@given(st.integers(1, 3), st.integers(1, 4), st.integers(1, 3), st.integers(1, 3),
+       st.integers(3, 9), st.integers(3, 9), st.integers(0, 2**32 - 1))
+def test_pool_reduce_equals_window_reductions(b, c, k, stride, h, w, seed):
+    """Max and sum over k x k windows at any stride, incl. overlapping and ragged edges."""
+    x = np.random.default_rng(seed).integers(-2**40, 2**40, (b, c, h, w))
+    win = np.lib.stride_tricks.sliding_window_view(x, (k, k), axis=(2, 3))[:, :, ::stride, ::stride]
+    np.testing.assert_array_equal(pool_reduce(x, k, stride, np.maximum), win.max(axis=(-2, -1)))
+    np.testing.assert_array_equal(pool_reduce(x, k, stride, np.add), win.sum(axis=(-2, -1)))
 
 
 @pytest.mark.parametrize("cls", [ReLU, Tanh, Sigmoid, Flatten])

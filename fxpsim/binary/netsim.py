@@ -45,6 +45,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from .. import kernels
 from ..errors import FxpsimError, check
+from ..network import pool_reduce
 from ..qformat import QFormat, dequantize, int_bits_for, quantize
 from .bnn import BatchNormParams, SignThreshold, batchnorm_fixed, batchnorm_float, fold_bn_sign, sign
 from .layers import bitplane_conv2d, bitplane_dense, xnor_conv2d, xnor_dense
@@ -99,16 +100,22 @@ class BnnSimResult:
     """Outputs changed by a too-narrow accumulator (binary layers and the fixed-point fc)."""
 
 
-def _pool_windows(y: np.ndarray, size: int, stride: int) -> np.ndarray:
-    """View ``(B, C, OH, OW, size, size)`` of the pooling windows (no padding, floor mode)."""
+def _check_pool(y: np.ndarray, size: int) -> None:
     check(y.ndim == 4 and min(y.shape[2:]) >= size,
           f"max pooling {size}x{size} needs NCHW input at least {size}x{size}, got shape {y.shape}")
+
+
+def _pool_windows(y: np.ndarray, size: int, stride: int) -> np.ndarray:
+    """View ``(B, C, OH, OW, size, size)`` of the pooling windows (no padding, floor mode)."""
+    _check_pool(y, size)
     return sliding_window_view(y, (size, size), axis=(2, 3))[:, :, ::stride, ::stride]
 
 
 def maxpool_int(y: np.ndarray, size: int, stride: int) -> np.ndarray:
     """Max pooling of integer dots ``(B, C, H, W)``: exact, the float pool of the same values."""
-    return _pool_windows(np.asarray(y), size, stride).max(axis=(4, 5))
+    y = np.asarray(y)
+    _check_pool(y, size)
+    return pool_reduce(y, size, stride, np.maximum)
 
 
 def threshold_then_pool(acc: np.ndarray, thr: SignThreshold, size: int, stride: int,
