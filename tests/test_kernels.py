@@ -139,6 +139,18 @@ def test_hopeless_exact_check_is_skipped_and_still_exact(monkeypatch):
     assert all(n == datapath._SAMPLE_ROWS for n in calls)
 
 
+def test_operands_are_narrowed_to_their_format_exactly():
+    """Checked operands move in the narrowest int type of their format's raw range."""
+    cases = [(QFormat(8, 0), np.int8), (QFormat(8, 0, signed=False), np.int16),
+             (QFormat(16, 0), np.int16), (QFormat(17, 0), np.int32), (QFormat(33, 0), np.int64)]
+    for fmt, dt in cases:
+        a = np.array([fmt.raw_min, fmt.raw_max, 0], dtype=np.int64)
+        got = datapath._narrow(a, fmt)
+        assert got.dtype == dt and np.array_equal(got, a)
+    small = np.array([1, -2], dtype=np.int8)
+    assert datapath._narrow(small, QFormat(12, 0)) is small  # already narrow: no copy
+
+
 def test_lane_plans():
     assert datapath.lane_plan(16, 128, 127) == (np.int16, 16, False)
     assert datapath.lane_plan(12, 64, 31) == (np.int16, 16, False)
