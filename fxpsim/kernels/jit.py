@@ -94,9 +94,13 @@ def _clip_add_impl(a, p, bounds):
 
 @njit(cache=True, inline="always")
 def wrap_add(a, p):  # pragma: no cover - jitted
-    """One per-step wrap in a shifted lane: (wrapped sum, True if it overflowed)."""
+    """One per-step wrap in a shifted lane and its two counts: (wrapped sum, True if it
+    did NOT overflow, True if it wrapped downward). It overflowed where the saturating
+    add differs; upward wraps = overflows - downward ones, and the exact sum is
+    ``wrapped + 2**BW_acc * (up - down)``."""
     u = trunc_as(a + p, a)
-    return u, sadd_sat(a, p) != u
+    ov = sadd_sat(a, p) != u
+    return u, not ov, ov & (p < 0)
 
 
 @njit(cache=True, inline="always")
@@ -222,22 +226,19 @@ def _dense_wrap_lane_kernel(x, w, bias, sh, kchunk, acc_bits, acc_out, row_count
                     wk2 = w[idx[i + 1]]
                     for j in range(n):
                         av = a[j]
-                        p = trunc_as(xv * wk[j], av)
-                        u, ov = wrap_add(av, p)
-                        p2 = trunc_as(xv2 * wk2[j], av)
-                        u2, ov2 = wrap_add(u, p2)
-                        kept[j] += (not ov) + (not ov2)
-                        dwn[j] += (ov & (p < 0)) + (ov2 & (p2 < 0))
+                        u, ok, down = wrap_add(av, trunc_as(xv * wk[j], av))
+                        u2, ok2, down2 = wrap_add(u, trunc_as(xv2 * wk2[j], av))
+                        kept[j] += ok + ok2
+                        dwn[j] += down + down2
                         a[j] = u2
                 if (c1 - c0) % 2:
                     xv = xr[idx[c1 - 1]]
                     wk = w[idx[c1 - 1]]
                     for j in range(n):
                         av = a[j]
-                        p = trunc_as(xv * wk[j], av)
-                        u, ov = wrap_add(av, p)
-                        kept[j] += not ov
-                        dwn[j] += ov & (p < 0)
+                        u, ok, down = wrap_add(av, trunc_as(xv * wk[j], av))
+                        kept[j] += ok
+                        dwn[j] += down
                         a[j] = u
                 for j in range(n):  # up - down = all overflows - 2 * down
                     ovf = (c1 - c0) - np.int64(kept[j])

@@ -310,10 +310,9 @@ def _int_lanes_kernel(x, ptr, rows, vals, entries, bias, sh, acc_bits, clip, ex_
                     dr = dwn[r]
                     for l in range(lanes):
                         a = ar[l]
-                        p = trunc_as(v * xk[l], a)
-                        u, ov = wrap_add(a, p)
-                        cr[l] += not ov
-                        dr[l] += ov & (p < 0)
+                        u, ok, down = wrap_add(a, trunc_as(v * xk[l], a))
+                        cr[l] += ok
+                        dr[l] += down
                         ar[l] = u
         n_ovf = 0
         n_aff = 0
