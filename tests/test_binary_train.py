@@ -23,6 +23,7 @@ from fxpsim.modelfile import Model, load_model, save_model
 from fxpsim.network import Network, build_network
 from fxpsim.train.data import Preprocess, load_dataset
 from fxpsim.train.trainer import TrainConfig, train
+from gradcheck import numeric_grad
 
 RNG = np.random.default_rng(7)
 MLP = "fc32-bn-relu-fc32-bn-relu-fc10"
@@ -128,19 +129,6 @@ def test_binary_weight_gradient_is_straight_through_cancelled_outside_unit(metho
     assert layer.grads["W"][0, 0] == 0 and layer.grads["W"][0, 1] == 0
 
 
-def _numeric(f, arr, eps=1e-6):
-    g = np.zeros_like(arr)
-    for idx in np.ndindex(arr.shape):
-        old = arr[idx]
-        arr[idx] = old + eps
-        up = f()
-        arr[idx] = old - eps
-        down = f()
-        arr[idx] = old
-        g[idx] = (up - down) / (2 * eps)
-    return g
-
-
 @pytest.mark.parametrize("method", ["bc", "bnn", "bwn", "twn", "ttq"])
 @pytest.mark.parametrize("conv", [False, True])
 def test_input_gradient_matches_finite_differences(method, conv):
@@ -150,7 +138,7 @@ def test_input_gradient_matches_finite_differences(method, conv):
     dy = RNG.standard_normal(y0.shape)
     layer.forward(x, training=True)
     dx = layer.backward(dy)
-    num = _numeric(lambda: float(np.sum(layer.forward(x) * dy)), x)
+    num = numeric_grad(lambda: float(np.sum(layer.forward(x) * dy)), x)
     np.testing.assert_allclose(dx, num, rtol=1e-6, atol=1e-8)
 
 
@@ -178,7 +166,7 @@ def test_ttq_gradients_scales_by_finite_differences_latent_by_the_ttq_rule(conv)
     layer.forward(x, training=True)
     layer.backward(dy)
     for name in ("wp", "wn"):
-        num = _numeric(lambda: float(np.sum(layer.forward(x) * dy)), layer.params[name])
+        num = numeric_grad(lambda: float(np.sum(layer.forward(x) * dy)), layer.params[name])
         np.testing.assert_allclose(layer.grads[name], num, rtol=1e-6)
     g = _dl_dwq(layer, x, dy)
     codes = ttq_ternarize(layer.params["W"], 0.8, 0.3, 0.05).codes
@@ -195,7 +183,7 @@ def test_bwn_weight_gradient_is_the_exact_chain_rule_plus_straight_through(conv)
     dy = RNG.standard_normal(layer.forward(x).shape)
     layer.forward(x, training=True)
     layer.backward(dy)
-    fd = _numeric(lambda: float(np.sum(layer.forward(x) * dy)), layer.params["W"])
+    fd = numeric_grad(lambda: float(np.sum(layer.forward(x) * dy)), layer.params["W"])
     w = layer.params["W"]
     axes = (0,) if not conv else (1, 2, 3)
     n = np.prod([w.shape[i] for i in axes])

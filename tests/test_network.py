@@ -12,24 +12,9 @@ from fxpsim.network import (ARCHITECTURES, AvgPool2D, BatchNorm, Conv2D, Dense, 
                             Network, ReLU, Sigmoid, Tanh, build_network, parse_spec, pool_reduce)
 from fxpsim.train.init import INIT_SCHEMES, init_weight, parse_init
 from fxpsim.train.losses import log_softmax, softmax, softmax_cross_entropy
+from gradcheck import numeric_grad
 
 # ---------------------------------------------------------------- helpers
-
-
-def numeric_grad(f, arr, eps=1e-6):
-    """Central differences of scalar ``f()`` w.r.t. every entry of ``arr`` (perturbed in place)."""
-    grad = np.zeros_like(arr)
-    it = np.nditer(arr, flags=["multi_index"])
-    for _ in it:
-        idx = it.multi_index
-        old = arr[idx]
-        arr[idx] = old + eps
-        plus = f()
-        arr[idx] = old - eps
-        minus = f()
-        arr[idx] = old
-        grad[idx] = (plus - minus) / (2 * eps)
-    return grad
 
 
 def float64_layer(layer, rng):
