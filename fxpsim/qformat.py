@@ -24,6 +24,7 @@ acc -> y              FL_y (shift FL_acc - FL_y)  BW_y (round, then clip)
 from __future__ import annotations
 
 import math
+import random
 import re
 from dataclasses import dataclass
 from enum import Enum
@@ -43,7 +44,7 @@ class Rounding(str, Enum):
     NEAREST_EVEN = "nearest-even"
     """Round to nearest, ties to even (IEEE default, ``AP_RND_CONV``)."""
     NEAREST = "nearest"
-    """Round to nearest, ties away from zero (``AP_RND``)."""
+    """Round to nearest, ties away from zero (``AP_RND_INF``; not ``AP_RND``, whose ties go to +inf)."""
     FLOOR = "floor"
     """Toward minus infinity: dropping low bits in two's complement (``AP_TRN``)."""
     TOWARD_ZERO = "toward-zero"
@@ -225,17 +226,61 @@ def saturate_raw(raw, fmt: QFormat) -> np.ndarray:
     return np.clip(np.asarray(raw, dtype=np.int64), fmt.raw_min, fmt.raw_max)
 
 
+_HUGE = math.ldexp(1.0, 1000)
+"""Stand-in for a scaled value at or beyond 2**1024 (x * 2**frac_bits with x = m * 2**e, m < 2**53,
+is then a multiple of 2**971 > 2**62): like the exact value it rounds to itself, clips to the
+rail and wraps to 0."""
+_TINY = math.ldexp(1.0, -1074)
+"""Stand-in for a nonzero scaled value that underflowed to 0: every nonzero |v| < 1/2 rounds
+alike (floor: -1 if negative, else 0; the others 0; stochastic: up iff the draw u < |v|, i.e.
+u == 0, for positives, never for negatives, since u <= 1 - 2**-53)."""
+
+
+def _scale_exact(arr: np.ndarray, frac_bits: int, rounding: Rounding) -> np.ndarray:
+    """``arr * 2**frac_bits`` for every finite double, exact or replaced by a stand-in with the
+    same rounded, clipped and wrapped raw value (DESIGN.md: the scaling is exact).
+
+    ``np.ldexp`` is exact unless the product leaves the double range: beyond 2**1024 it gives
+    inf (-> :data:`_HUGE`), below the smallest subnormal +-0 (-> :data:`_TINY`; a subnormal
+    that keeps a nonzero value rounds like the exact one, and a flush to 0 is only wrong for
+    floor and stochastic). Only arrays that can hit a case pay for its check (one reduction
+    over the int64 view: -0.0 is the smallest int64). NaN/inf input is an error.
+    """
+    if arr.size == 0:
+        return np.ldexp(arr, frac_bits)
+    hi, lo = float(arr.max()), float(arr.min())  # NaN propagates
+    if not (math.isfinite(hi) and math.isfinite(lo)):
+        _as_float_array(arr, "value to quantize")  # raises, naming the bad value
+    big = max(hi, -lo)
+    if frac_bits > 0 and big != 0.0 and math.frexp(big)[1] + frac_bits > 1024:
+        with np.errstate(over="ignore"):
+            scaled = np.ldexp(arr, frac_bits)
+        return np.where(np.isinf(scaled), np.copysign(_HUGE, arr), scaled)
+    scaled = np.ldexp(arr, frac_bits)
+    if frac_bits < 0 and rounding in (Rounding.FLOOR, Rounding.STOCHASTIC):
+        bits, bits_in = scaled.view(np.int64), arr.view(np.int64)
+        flushed = int(bits.min()) == -(1 << 63)  # a -0.0 (bit pattern 1 << 63) in the result
+        if rounding is Rounding.STOCHASTIC and not flushed:  # a new +0.0 (all bits zero)?
+            flushed = np.count_nonzero(bits) != np.count_nonzero(bits_in)
+        if flushed:
+            lost = (scaled == 0) & (arr != 0)
+            scaled = np.where(lost, np.copysign(_TINY, arr), scaled)
+    return scaled
+
+
 def quantize(x, fmt: QFormat, rounding: str | Rounding = Rounding.NEAREST_EVEN,
              overflow: str | Overflow = Overflow.CLIP, seed: int | None = None) -> np.ndarray:
-    """Float -> raw int64: scale by 2**frac_bits, round, then wrap or clip.
+    """Float -> raw int64: scale by 2**frac_bits exactly, round, then wrap or clip.
 
-    ``seed`` drives stochastic rounding (required for it, so results repeat).
-    NaN or inf is an error, not a value.
+    Exact for every finite double and format (DESIGN.md), subnormals and Q100.-90 included:
+    ``quantize([-1e-300], QFormat(100, -90), "floor") == [-1]``. ``seed`` drives stochastic
+    rounding (required for it, so results repeat): up iff a uniform draw u (53 bits) is below
+    the dropped fraction. NaN or inf is an error, not a value.
     """
     fmt = QFormat.parse(fmt)
     rounding = parse_rounding(rounding)
     overflow = parse_overflow(overflow, allow_ideal=False)
-    scaled = np.ldexp(_as_float_array(x, "value to quantize"), fmt.frac_bits)  # exact
+    scaled = _scale_exact(np.asarray(x, dtype=np.float64), fmt.frac_bits, rounding)
     if rounding is Rounding.NEAREST_EVEN:
         r = np.rint(scaled)
     elif rounding is Rounding.NEAREST:
@@ -259,9 +304,21 @@ def quantize(x, fmt: QFormat, rounding: str | Rounding = Rounding.NEAREST_EVEN,
 
 
 def dequantize(raw, fmt: QFormat) -> np.ndarray:
-    """Raw integers -> float64 values ``raw * 2**-frac_bits`` (exact below 2**53)."""
+    """Raw integers -> float64 values ``raw * 2**-frac_bits``: exact for |raw| <= 2**53, else
+    rounded to nearest even (int64 -> float64), while the value is a normal double."""
     fmt = QFormat.parse(fmt)
     return np.ldexp(np.asarray(raw, dtype=np.int64).astype(np.float64), -fmt.frac_bits)
+
+
+def _check_shift(shift) -> int:
+    """``shift`` as an int, or a clear error if it is not a whole number within +-MAX_WIDTH."""
+    if isinstance(shift, (bool, np.bool_)) or not isinstance(shift, (int, np.integer)):
+        raise FxpsimError(f"shift={shift!r} is not an integer: shift by a whole number of bits")
+    shift = int(shift)
+    check(abs(shift) <= MAX_WIDTH,
+          f"shift by {shift} bits is beyond +-{MAX_WIDTH}: the int64 datapath cannot hold it; "
+          "use qformat.convert() between formats, which rounds or saturates exactly")
+    return shift
 
 
 def shift_round(raw, shift: int, rounding: str | Rounding = Rounding.NEAREST_EVEN,
@@ -270,11 +327,25 @@ def shift_round(raw, shift: int, rounding: str | Rounding = Rounding.NEAREST_EVE
 
     This is the requantization step of the datapath (accumulator with
     FL_acc fraction bits -> output with FL_y: ``shift = FL_acc - FL_y``).
+    DESIGN.md: shifts are exact; ``|shift| > 62`` (:data:`MAX_WIDTH`) and a left
+    shift whose result leaves int64 are refused, never wrapped. To saturate to a
+    format instead, use :func:`convert`.
     """
+    shift = _check_shift(shift)
     rounding = parse_rounding(rounding)
     v = np.asarray(raw, dtype=np.int64)
     if shift <= 0:
-        return v << np.int64(-shift)
+        k = -shift
+        if k and v.size:
+            lo, hi = int(v.min()), int(v.max())
+            limit = 1 << (63 - k)  # v << k fits int64 iff -limit <= v < limit
+            if lo < -limit or hi >= limit:
+                bad = lo if lo < -limit else hi
+                raise FxpsimError(
+                    f"left shift by {k} of raw value {bad} leaves int64 (|raw| must stay below "
+                    f"2**{63 - k}): use qformat.convert() to a format, which saturates, or shift less"
+                )
+        return v << np.int64(k)
     s = np.int64(shift)
     q = v >> s  # floor
     rem = v - (q << s)  # 0 <= rem < 2**shift
@@ -290,6 +361,56 @@ def shift_round(raw, shift: int, rounding: str | Rounding = Rounding.NEAREST_EVE
     check(seed is not None, "stochastic rounding needs a seed: pass seed=<int> so results repeat")
     u = np.random.default_rng(seed).integers(0, np.int64(1) << s, size=np.shape(v), dtype=np.int64)
     return q + (u < rem)
+
+
+def _shift_round_int(v: int, shift: int, rounding: Rounding, draw) -> int:
+    """Python-int ``v / 2**shift`` rounded, any ``shift > 0``; ``draw()`` gives the stochastic
+    ``u`` in ``[0, 2**shift)`` (up iff ``u < rem``)."""
+    q, rem = v >> shift, v & ((1 << shift) - 1)  # floor, 0 <= rem < 2**shift
+    half = 1 << (shift - 1)
+    if rounding is Rounding.FLOOR:
+        up = False
+    elif rounding is Rounding.TOWARD_ZERO:
+        up = rem != 0 and v < 0
+    elif rounding is Rounding.NEAREST:
+        up = rem > half or (rem == half and v >= 0)
+    elif rounding is Rounding.NEAREST_EVEN:
+        up = rem > half or (rem == half and q & 1 == 1)
+    else:
+        up = draw() < rem
+    return q + up
+
+
+def convert(raw, src: QFormat, dst: QFormat, rounding: str | Rounding = Rounding.NEAREST_EVEN,
+            seed: int | None = None) -> np.ndarray:
+    """Re-express raw values of ``src`` in ``dst``: rounding right shift or exact left shift
+    by ``FL_src - FL_dst``, then saturation to ``dst`` (DESIGN.md: shifts between formats are
+    exact, nothing wraps). Exact for any two valid formats:
+
+    - left shift by k: clamp first, as the datapath's requantize does (``hi = raw_max >> k``,
+      ``lo = -((-raw_min) >> k)``), so nothing overflows; k > 62 saturates every nonzero value;
+    - right shift by s <= 62: :func:`shift_round`; s > 62 (|raw / 2**s| < 1/2): rounded with
+      Python ints, one element at a time; stochastic draws there come from
+      ``random.Random(seed).getrandbits(s)`` (up iff u < the dropped bits).
+    """
+    src, dst = QFormat.parse(src), QFormat.parse(dst)
+    rounding = parse_rounding(rounding)
+    v = np.asarray(raw, dtype=np.int64)
+    if src == dst:
+        return v
+    s = src.frac_bits - dst.frac_bits
+    if s < 0:
+        k = -s
+        hi, lo = dst.raw_max >> k, -((-dst.raw_min) >> k)  # v << k in range iff lo <= v <= hi
+        inside = np.clip(v, lo, hi) << np.int64(min(k, MAX_WIDTH))  # k > 62: lo = hi = 0
+        return np.where(v > hi, np.int64(dst.raw_max), np.where(v < lo, np.int64(dst.raw_min), inside))
+    if s <= MAX_WIDTH:
+        return saturate_raw(shift_round(v, s, rounding, seed), dst)
+    if rounding is Rounding.STOCHASTIC:
+        check(seed is not None, "stochastic rounding needs a seed: pass seed=<int> so results repeat")
+    rng = random.Random(seed)
+    out = [_shift_round_int(int(a), s, rounding, lambda: rng.getrandbits(s)) for a in v.flat]
+    return saturate_raw(np.array(out, dtype=np.int64).reshape(v.shape), dst)
 
 
 def check_raw(raw, fmt: QFormat, name: str, as_int64: bool = True) -> np.ndarray:

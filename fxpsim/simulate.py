@@ -29,8 +29,8 @@ from . import kernels
 from .config import LayerConfig, NetworkConfig
 from .errors import FxpsimError, check
 from .network import pool_reduce
-from .qformat import (MAX_WIDTH, Overflow, QFormat, Rounding, dequantize, int_bits_for, quantize,
-                      saturate_raw, shift_round)
+from .qformat import (MAX_WIDTH, Overflow, QFormat, Rounding, convert, dequantize, int_bits_for,
+                      quantize, shift_round)
 
 COMPUTE_KINDS = ("dense", "conv2d")
 _PASS_KINDS = ("dropout",)
@@ -151,10 +151,9 @@ class SimResult:
 
 def convert_raw(raw: np.ndarray, src: QFormat, dst: QFormat, rounding=Rounding.NEAREST_EVEN,
                 seed: int | None = None) -> np.ndarray:
-    """Re-express raw values of ``src`` in ``dst``: rounding shift, then saturation."""
-    if src == dst:
-        return raw
-    return saturate_raw(shift_round(raw, src.frac_bits - dst.frac_bits, rounding, seed), dst)
+    """Re-express raw values of ``src`` in ``dst``: rounding or exact left shift, then
+    saturation, never a wrap (:func:`fxpsim.qformat.convert`)."""
+    return convert(raw, src, dst, rounding, seed)
 
 
 def _div_round(total: np.ndarray, n: int, rounding: Rounding, seed) -> np.ndarray:

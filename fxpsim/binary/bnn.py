@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import check
-from ..qformat import QFormat, Rounding, check_raw, parse_rounding, quantize, saturate_raw, shift_round
+from ..qformat import QFormat, Rounding, check_raw, convert, parse_rounding, quantize
 from .layers import bitplane_dense, xnor_dense
 from .packing import check_pm1, pack_weights
 from .popcount import PopcountWidth
@@ -141,7 +141,7 @@ def batchnorm_fixed(acc, bn: BatchNormParams, *, fmt_scale: QFormat, fmt_y: QFor
     ``g = gamma / sqrt(var + eps)`` quantized to ``fmt_scale``; ``h = beta -
     mean*g`` quantized to the product's frac bits ``frac_bits_acc +
     fmt_scale.frac_bits``; product and sum exact in int64; one rounding
-    (``shift_round``) to ``fmt_y.frac_bits``, then clipped to ``fmt_y``.
+    (``qformat.convert``) to ``fmt_y.frac_bits``, then saturated to ``fmt_y``.
     Returns raw integers of ``fmt_y``.
     """
     rounding = parse_rounding(rounding)
@@ -161,7 +161,7 @@ def batchnorm_fixed(acc, bn: BatchNormParams, *, fmt_scale: QFormat, fmt_y: QFor
           "exceeds 60 bits: use fewer fmt_scale frac bits")
     h_raw = quantize(h, QFormat.from_width(62, 62 - frac_p), Rounding.NEAREST_EVEN, "clip")
     y_acc = a * _per_channel(g_raw, a.ndim) + _per_channel(h_raw, a.ndim)
-    return saturate_raw(shift_round(y_acc, frac_p - fmt_y.frac_bits, rounding, seed=None), fmt_y)
+    return convert(y_acc, QFormat.from_width(62, 62 - frac_p), fmt_y, rounding)  # rounds, saturates
 
 
 @dataclass(frozen=True, slots=True, eq=False)
