@@ -7,14 +7,15 @@ hand-computed results. Bad input: one line, the same from both twins.
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given, seed, settings
 from hypothesis import strategies as st
 
 from fxpsim.errors import FxpsimError
 from fxpsim.kernels import conv2d, datapath, dense
 from fxpsim.kernels import reference as ref
 from fxpsim.qformat import QFormat, Rounding, shift_round
-from strategies import conv_case_st, dense_case_st, deterministic_rounding_st
+from strategies import (big_conv_case_st, big_dense_case_st, conv_case_st, dense_case_st,
+                        deterministic_rounding_st, rail_dense_case_st)
 
 
 def assert_same(a, b):
@@ -24,31 +25,96 @@ def assert_same(a, b):
     assert a.stats == b.stats
 
 
-def both_paths(x, w, b, kwargs):
-    """(fast path, every output through the per-step kernel) accumulators and stats."""
-    x, w, bias, cfg = datapath._validate(x, w, b, conv=False, **{
+def validate(x, w, b, kwargs, conv=False):
+    """The shared validation (not arithmetic) of dense/conv2d keyword arguments."""
+    return datapath._validate(x, w, b, conv=conv, **{
         k: kwargs.get(k, d) for k, d in (("fmt_x", None), ("fmt_w", None), ("fmt_y", None),
                                          ("acc_bits", None), ("overflow", "wrap"),
                                          ("rounding", "nearest-even"), ("activation", "none"),
                                          ("seed", None))})
-    return (datapath._accumulate(x, w, bias, cfg),
-            datapath._accumulate(x, w, bias, cfg, force_sequential=True))
+
+
+def both_paths(x, w, b, kwargs):
+    """(fast path, every output through the per-step kernel) accumulators and stats."""
+    x, w, bias, cfg = validate(x, w, b, kwargs)
+    prefix = kwargs.get("prefix_stats", False)
+    return (datapath._accumulate(x, w, bias, cfg, prefix_stats=prefix),
+            datapath._accumulate(x, w, bias, cfg, force_sequential=True, prefix_stats=prefix))
+
+
+def zero_skipping_dense(x, w, b, kwargs):
+    """The reference twin over each row's non-zero inputs only, for calls too big for it.
+
+    A zero product changes no register, no overflow count and no prefix, so
+    this equals ``ref.dense`` (``ref._Accumulator`` per output, one addition
+    at a time in order k, ``ref``'s requantization and statistics).
+    """
+    x, w, bias, cfg = validate(x, w, b, kwargs)
+    bs = bias.tolist()
+    idle = [ref._Accumulator(v, cfg) for v in bs]  # an all-zero row leaves every register at its bias
+    accs = []
+    for i in range(x.shape[0]):
+        steps = [(int(x[i, k]), w[k].tolist()) for k in np.flatnonzero(x[i])]
+        if not steps:
+            accs.extend(idle)
+            continue
+        for j in range(w.shape[1]):
+            a = ref._Accumulator(bs[j], cfg)
+            for xv, wr in steps:
+                a.add(xv * wr[j])
+            accs.append(a)
+    return ref._finish(accs, (x.shape[0], w.shape[1]), x.size * w.shape[1], cfg,
+                       kwargs.get("prefix_stats", False))
+
+
+def zero_skipping_conv(x, w, b, kwargs):
+    """``ref.conv2d`` over the non-zero input pixels of each window only (as above).
+
+    Taps of one output in (c, ih, iw) order are in (c, i, j) order: i = ih + pad - oh * stride.
+    """
+    stride, pad = kwargs["stride"], kwargs["padding"]
+    x, w, bias, cfg = validate(x, w, b, kwargs, conv=True)
+    oh_, ow_ = datapath._conv_out_size(x.shape, w.shape, stride, pad)
+    bsz, c_, _, _ = x.shape
+    f_, _, kh, kw = w.shape
+    taps = {}
+    for b_, c, ih, iw in zip(*np.nonzero(x)):  # C order: sorted by (b, c, ih, iw)
+        for oh in range(oh_):
+            i = ih + pad - oh * stride
+            for ow in range(ow_):
+                j = iw + pad - ow * stride
+                if 0 <= i < kh and 0 <= j < kw:
+                    taps.setdefault((b_, oh, ow), []).append((c, i, j, int(x[b_, c, ih, iw])))
+    ws, bs = w.tolist(), bias.tolist()
+    accs = []
+    for b_ in range(bsz):
+        for f in range(f_):
+            for oh in range(oh_):
+                for ow in range(ow_):
+                    a = ref._Accumulator(bs[f], cfg)
+                    for c, i, j, v in taps.get((b_, oh, ow), ()):
+                        a.add(v * ws[f][c][i][j])
+                    accs.append(a)
+    return ref._finish(accs, (bsz, f_, oh_, ow_), bsz * f_ * oh_ * ow_ * c_ * kh * kw, cfg,
+                       kwargs.get("prefix_stats", False))
 
 
 # ----------------------------------------------------------------- kernel == reference
 
-@given(dense_case_st())
-def test_dense_matches_reference(case):
+@given(dense_case_st(), st.booleans())
+def test_dense_matches_reference(case, prefix_stats):
     x, w, b, kwargs = case
+    kwargs = dict(kwargs, prefix_stats=prefix_stats)
     before = [np.copy(a) for a in (x, w, b) if a is not None]
     assert_same(dense(x, w, b, **kwargs), ref.dense(x, w, b, **kwargs))
     for a, a0 in zip([a for a in (x, w, b) if a is not None], before):
         np.testing.assert_array_equal(a, a0)  # operands are never modified
 
 
-@given(conv_case_st())
-def test_conv2d_matches_reference(case):
+@given(conv_case_st(), st.booleans())
+def test_conv2d_matches_reference(case, prefix_stats):
     x, w, b, kwargs = case
+    kwargs = dict(kwargs, prefix_stats=prefix_stats)
     assert_same(conv2d(x, w, b, **kwargs), ref.conv2d(x, w, b, **kwargs))
 
 
@@ -77,7 +143,8 @@ def test_wide_operands_match_reference(wx, ww, acc_bits, overflow):
     w = rng.integers(fw.raw_min, fw.raw_max, (9, 4), endpoint=True)
     x[0] = fx.raw_min
     w[:, 0] = fw.raw_min
-    kwargs = dict(fmt_x=fx, fmt_w=fw, fmt_y=QFormat(20, 0), acc_bits=acc_bits, overflow=overflow)
+    kwargs = dict(fmt_x=fx, fmt_w=fw, fmt_y=QFormat(20, 0), acc_bits=acc_bits, overflow=overflow,
+                  prefix_stats=True)  # prefixes beyond int64 (31 x 31): Python ints
     res = dense(x, w, None, **kwargs)
     assert_same(res, ref.dense(x, w, None, **kwargs))
     (acc_f, st_f), (acc_s, st_s) = both_paths(x, w, None, kwargs)
@@ -299,6 +366,7 @@ BAD_DENSE = [
     ("needs int64", dict(x=np.zeros((2, 9), dtype=np.int64), w=np.zeros((9, 4), dtype=np.int64),
                          fmt_x=QFormat(31, 0), fmt_w=QFormat(31, 0), acc_bits=8, overflow="ideal")),
     ("requantization shift", dict(fmt_x=QFormat(-20, 30), fmt_w=QFormat(-20, 30), fmt_y=QFormat(10, -8))),
+    ("prefix_stats=1 is not a bool", dict(prefix_stats=1)),
 ]
 
 
@@ -417,3 +485,212 @@ def test_narrow_operand_arrays_run_uncopied_and_agree(dtype, overflow):
     assert wide.stats.overflow_count > 0
     assert_same(dense(x.astype(dtype), w.astype(dtype), None, **kwargs), wide)
     assert_same(wide, ref.dense(x, w, None, **kwargs))
+
+
+# ----------------------------------------------------------------- issue 13: exactness of the fast paths
+
+@pytest.mark.parametrize("overflow,acc,count", [("clip", 2**61 - 2, 1), ("wrap", 2**61 - 1, 2)])
+def test_exact_check_adds_the_bias_in_int64_not_float64(overflow, acc, count, monkeypatch):
+    """Issue 13: bias 2**61 - 3 plus the positive products (3) is 2**61 > acc_max, but
+    float64 rounds 2**61 - 1 to 2**61 too, so the exact check judged the output safe
+    (clip gave 2**61 - 1, 0 overflows; ap_fixed<62,62,AP_TRN,AP_SAT> gives 2**61 - 2, 1)."""
+    k = 1 << 18  # >= 2**18 MACs: the fast path's exact check runs (one row: no sample)
+    x = np.zeros((1, k), dtype=np.int8)
+    x[0, :2] = [3, -1]
+    w = np.ones((k, 1), dtype=np.int8)
+    b = np.array([2**61 - 3])
+    checked = []
+    real = datapath._provably_safe
+    monkeypatch.setattr(datapath, "_provably_safe", lambda *a: checked.append(real(*a)) or checked[-1])
+    kwargs = dict(fmt_x=Q8, fmt_w=Q8, fmt_y=QFormat(62, 0), acc_bits=62, overflow=overflow,
+                  prefix_stats=True)
+    res = dense(x, w, b, **kwargs)
+    assert len(checked) == 1 and not checked[0].any()  # checked, and not judged safe
+    assert res.acc.tolist() == [[acc]]
+    # prefixes 2**61 - 3, 2**61, 2**61 - 1 (then zeros): the exact register must hold 2**61
+    assert res.stats == datapath.OverflowStats(k, count, 1, 2**61 - 1, 2**61)
+    assert_same(res, zero_skipping_dense(x, w, b, kwargs))
+
+
+def test_room_to_the_rails_rounds_down_exactly():
+    """The room min(hi - b, b - lo) as a double is the largest double <= it: rounded to
+    nearest (above 2**53 it can round UP) a bound equal to the rounded room passed as safe."""
+    lo, hi = -(1 << 61), (1 << 61) - 1
+    rooms = [0, 1, 2**53 - 1, 2**53, 2**53 + 1, 2**53 + 3, 2**54 - 1, 2**60 + 129, 2**61 - 1]
+    got = datapath._room(np.array([lo + r for r in rooms], dtype=np.int64), lo, hi)
+    for r, f in zip(rooms, got.tolist()):
+        assert f <= r < float(np.nextafter(f, np.inf)), (r, f)  # Python compares float and int exactly
+    assert float(2**53 + 3) > 2**53 + 3  # what a plain astype(float64) did
+
+
+def test_max_abs_prefix_is_the_largest_exact_prefix_bias_first():
+    """DESIGN.md: max over outputs and every prefix of the exact running sum, bias first."""
+    # prefixes 5, 15, -15, -14: the largest |prefix| is not the final one
+    res = run_both([[1, 1, 1]], [[10], [-30], [1]], np.array([5]), fmt_x=Q8, fmt_w=Q8,
+                   acc_bits=8, overflow="clip", prefix_stats=True)
+    assert res.stats.max_abs_acc == 14 and res.stats.max_abs_prefix == 15
+    # the bias alone is the first prefix (the zero input adds nothing)
+    res = run_both([[0, 1, 1]], [[1], [100], [-90]], np.array([-120]), fmt_x=Q8, fmt_w=Q8,
+                   acc_bits=8, overflow="clip", prefix_stats=True)
+    assert res.stats.max_abs_prefix == 120 and res.stats.max_abs_acc == 110
+    # the exact prefix, not the clipped register (127)
+    res = run_both([[1, 1]], [[100], [100]], np.array([0]), fmt_x=Q8, fmt_w=Q8, acc_bits=8,
+                   overflow="clip", prefix_stats=True)
+    assert res.acc.tolist() == [[127]] and res.stats.max_abs_prefix == res.stats.max_abs_acc == 200
+    assert run_both([[1]], [[1]], fmt_x=Q8, fmt_w=Q8, acc_bits=8).stats.max_abs_prefix is None
+    empty = dense(np.zeros((0, 3), dtype=np.int64), np.ones((3, 2), dtype=np.int64), None,
+                  fmt_x=Q8, fmt_w=Q8, fmt_y=Q8, acc_bits=8, prefix_stats=True)
+    assert empty.stats.max_abs_prefix == 0  # no outputs
+
+
+def test_conv_prefix_follows_channel_row_column_order():
+    """Two taps of +100 then one of -100 in (c, i, j) order: prefix 200 (any other order
+    with the -100 first or second would peak at 100)."""
+    x = np.ones((1, 2, 1, 2), dtype=np.int64)
+    w = np.array([[[[100, 100]], [[-100, 0]]]])  # c0: (j0, j1) = +100, +100; c1: -100, 0
+    kw = dict(fmt_x=Q8, fmt_w=Q8, fmt_y=Q8, acc_bits=8, overflow="clip", prefix_stats=True)
+    res = conv2d(x, w, None, **kw)
+    assert_same(res, ref.conv2d(x, w, None, **kw))
+    assert res.stats.max_abs_prefix == 200 and res.stats.max_abs_acc == 100
+
+
+class PathLog:
+    """Which fast-path pieces ran: spies wrapped (monkeypatch) around datapath's internals
+    and its Numba kernels, recording a key per call."""
+
+    def __init__(self, monkeypatch):
+        self.seen = set()
+        self.calls = []  # the (rows, cols) of the _accumulate_impl calls under way
+        self.events = []
+        m = monkeypatch
+        self.spy(m, datapath, "_all_sequential_pays", lambda out, x, w, *a, **k: (
+            "pays", "sampled" if x.shape[0] > 2 * datapath._SAMPLE_ROWS else "<=128 rows"
+            if x.size * w.shape[1] >= datapath._SMALL_SEQUENTIAL else "tiny", bool(out)))
+        self.spy(m, datapath, "_provably_safe", lambda out, *a: (
+            "exact check", "proves some safe" if out.any() else "proves none safe"))
+        self.spy(m, datapath, "_provably_safe", lambda out, *a: (
+            "exact check", "leaves some at risk" if not out.all() else "leaves none at risk"))
+        self.spy(m, datapath, "_sequential", lambda out, x, w, *a, **k: (
+            "sequential", "all" if (x.shape[0], w.shape[1]) == self.calls[-1] else "subset"))
+        self.spy(m, datapath, "_exact_matmul", lambda out, *a: ("exact sum", out.dtype.name))
+        self.spy(m, datapath.jit, "_dense_sat_lane_kernel", lambda out, *a: (
+            "clip lanes", a[2].dtype.name, "shifted" if a[5] is None else "clamped"))
+        self.spy(m, datapath.jit, "_dense_wrap_lane_kernel", lambda out, *a: ("wrap lanes", a[2].dtype.name))
+        self.spy(m, datapath.jit, "_dense_int64_kernel", lambda out, *a: (
+            "int64 kernel", "wrap" if a[5] else "clip"))
+        self.spy(m, datapath.jit, "_prefix_max_kernel", lambda out, *a: ("prefix", "int64"))
+        real_impl, real_prefix = datapath._accumulate_impl, datapath._max_abs_prefix
+
+        def impl(x, w, bias, cfg, force_sequential=False):
+            self.calls.append((x.shape[0], w.shape[1]))
+            start = len(self.events)
+            out = real_impl(x, w, bias, cfg, force_sequential)
+            kinds = {e[0] for e in self.events[start:]}
+            if cfg.overflow is not datapath.Overflow.IDEAL and not kinds & {"pays", "sequential"}:
+                self.note(("fast path", "no output at risk"))
+            elif "pays" in kinds and "sequential" not in kinds:
+                self.note(("fast path", "exact check cleared every output"))
+            self.calls.pop()
+            return out
+
+        def prefix(*a):
+            start = len(self.events)
+            out = real_prefix(*a)
+            if ("prefix", "int64") not in self.events[start:]:
+                self.note(("prefix", "python ints"))
+            return out
+
+        m.setattr(datapath, "_accumulate_impl", impl)
+        m.setattr(datapath, "_max_abs_prefix", prefix)
+
+    def note(self, key):
+        self.seen.add(key)
+        self.events.append(key)
+
+    def spy(self, monkeypatch, owner, name, key):
+        real = getattr(owner, name)
+
+        def wrapper(*a, **kw):
+            out = real(*a, **kw)
+            self.note(key(out, *a, **kw))
+            return out
+
+        monkeypatch.setattr(owner, name, wrapper)
+
+
+BIG_TARGETS = ("int16 lanes", "int32 lanes", "int64 lanes", "wide products", "huge sums")
+
+BIG_DENSE_PATHS = {
+    ("pays", "sampled", True), ("pays", "sampled", False), ("pays", "<=128 rows", False),
+    ("exact check", "proves some safe"), ("exact check", "leaves some at risk"),
+    ("sequential", "all"), ("sequential", "subset"), ("fast path", "no output at risk"),
+    ("exact sum", "float32"), ("exact sum", "float64"), ("exact sum", "int64"), ("exact sum", "object"),
+    ("clip lanes", "int16", "shifted"), ("clip lanes", "int32", "clamped"),
+    ("clip lanes", "int32", "shifted"), ("clip lanes", "int64", "shifted"),
+    ("wrap lanes", "int16"), ("wrap lanes", "int32"), ("wrap lanes", "int64"),
+    ("int64 kernel", "wrap"), ("int64 kernel", "clip"), ("prefix", "int64"), ("prefix", "python ints"),
+}
+"""What the big hypothesis cases must reach (each key a branch of datapath._accumulate_impl,
+its exact check and row sample, a per-step kernel and lane, an exact-sum dtype)."""
+
+
+def test_big_dense_calls_match_reference_on_every_fast_path(monkeypatch):
+    """Calls of >= 2**18 MACs (fewer and more than 128 rows, BW_acc 1..62, rail biases,
+    rows ending exactly on a rail, wide products): fast path == the reference twin (over
+    non-zero inputs), and together the examples reach every fast path."""
+    log = PathLog(monkeypatch)
+
+    def check(case):
+        x, w, b, kwargs = case
+        assert x.shape[0] * x.shape[1] * w.shape[1] >= datapath._SMALL_SEQUENTIAL
+        assert_same(dense(x, w, b, **kwargs), zero_skipping_dense(x, w, b, kwargs))
+
+    # a few examples per (target, overflow) cell, each cell its own fixed seed, so every
+    # lane meets both modes
+    cells = [dict(target=t, overflow=o) for t in BIG_TARGETS for o in ("wrap", "clip")]
+    for i, cell in enumerate(cells + [dict(overflow="ideal")]):
+        seed(i)(settings(max_examples=10)(given(big_dense_case_st(**cell))(check)))()
+    assert not BIG_DENSE_PATHS - log.seen, f"paths never reached: {sorted(BIG_DENSE_PATHS - log.seen)}"
+
+
+@settings(max_examples=12)
+@given(big_conv_case_st())
+def test_big_conv_calls_match_reference(case):
+    """conv2d at >= 2**18 MACs (im2col rows mostly > 128) near the rails == the reference twin."""
+    x, w, b, kwargs = case
+    res = conv2d(x, w, b, **kwargs)
+    assert res.stats.additions >= datapath._SMALL_SEQUENTIAL
+    assert_same(res, zero_skipping_conv(x, w, b, kwargs))
+
+
+@settings(max_examples=150)
+@given(rail_dense_case_st())
+def test_small_calls_near_the_rails_match_reference(case):
+    """Small calls (K = 1 often, widths 1 and 2, BW_acc 1..62, rail and exactly-full biases,
+    ties at .5 lsb) == ref.dense, taking the tiny-call path and, with _SMALL_SEQUENTIAL
+    off, the exact checks; the per-step kernel agrees on every output."""
+    x, w, b, kwargs = case
+    want = ref.dense(x, w, b, **kwargs)
+    assert_same(dense(x, w, b, **kwargs), want)
+    small, datapath._SMALL_SEQUENTIAL = datapath._SMALL_SEQUENTIAL, 0
+    try:
+        assert_same(dense(x, w, b, **kwargs), want)
+        (acc_f, st_f), (acc_s, st_s) = both_paths(x, w, b, kwargs)
+    finally:
+        datapath._SMALL_SEQUENTIAL = small
+    np.testing.assert_array_equal(acc_f, want.acc)
+    np.testing.assert_array_equal(acc_s, want.acc)
+    assert st_f == st_s == want.stats
+
+
+def test_prefix_stats_off_leaves_the_default_path_alone(monkeypatch):
+    """prefix_stats=False (the default) runs no prefix pass and reports None."""
+    called = []
+    monkeypatch.setattr(datapath, "_max_abs_prefix", lambda *a: called.append(1) or 0)
+    rng = np.random.default_rng(6)
+    x, w = rng.integers(-128, 128, (300, 900)), rng.integers(-128, 128, (900, 3))
+    for fn in (dense, ref.dense):
+        assert fn(x[:2], w, None, fmt_x=Q8, fmt_w=Q8, fmt_y=Q8, acc_bits=16).stats.max_abs_prefix is None
+    assert dense(x, w, None, fmt_x=Q8, fmt_w=Q8, fmt_y=Q8, acc_bits=16,
+                 overflow="clip").stats.max_abs_prefix is None
+    assert not called

@@ -18,6 +18,10 @@ Statistics (:class:`OverflowStats`), identical in :mod:`.reference`:
   size). It sizes accumulators: a wrap accumulator gives the ideal result
   exactly when this fits (modular arithmetic), whatever the prefix sums did;
   overflow_count tells whether clip saturated on the way.
+- ``max_abs_prefix`` (only with ``prefix_stats=True``, else None): the
+  largest ``|bias + sum_{k<=j} p_k|`` over outputs and every prefix j of the
+  layer's order, the bias alone first: what an exact accumulator must hold
+  at every step (what clip needs). Exact or absent, never an estimate.
 
 Fast paths, all exact (PERF-NOTES): the exact sum comes from float32 BLAS
 when every |partial sum| < 2**24, float64 when < 2**53, int64 matmul below
@@ -33,12 +37,18 @@ sequential kernel runs alone: wrap rebuilds the exact sums from its
 counts of upward and downward wraps, so only clip still needs the BLAS
 sum (for ``max_abs_acc``). The kernels skip zero activations, which add
 nothing and never overflow.
+
+Every comparison that decides exactness is exact: the float bounds
+(rowabs, colmax, bound) are upper bounds by a relative margin
+(:func:`_margin`), the room to the rails is rounded DOWN to a double
+(:func:`_room`), and the exact check compares int64 values only.
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from functools import lru_cache, partial
 
 import numba
@@ -62,6 +72,7 @@ class OverflowStats:
     overflow_count: int
     outputs_affected: int
     max_abs_acc: int
+    max_abs_prefix: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +204,14 @@ def _validate(x, w, b, fmt_x, fmt_w, fmt_y, acc_bits, overflow, rounding, activa
               f"ideal accumulation of K={k} products of {fmt_x} x {fmt_w} could reach {worst} >= 2**63: "
               "the unbounded reference needs int64; use wrap or clip, or narrower operands")
     return _narrow(x, fmt_x), _narrow(w, fmt_w), bias, cfg
+
+
+def _prefix_flag(prefix_stats) -> bool:
+    """``prefix_stats`` checked to be a bool (shared with the reference twin)."""
+    if not isinstance(prefix_stats, (bool, np.bool_)):
+        raise FxpsimError(f"prefix_stats={prefix_stats!r} is not a bool: pass prefix_stats=True to "
+                          "get max_abs_prefix, False (the default) to skip it")
+    return bool(prefix_stats)
 
 
 def _conv_out_size(x_shape, w_shape, stride, padding) -> tuple[int, int]:
@@ -423,10 +442,42 @@ def _threads_for(work: int):
 
 
 def _accumulate(x: np.ndarray, w: np.ndarray, bias: np.ndarray, cfg: _Config,
-                force_sequential: bool = False):
-    """Final accumulators of ``x (M, K) @ w (K, N) + bias`` (int64) and the stats."""
+                force_sequential: bool = False, prefix_stats: bool = False):
+    """Final accumulators of ``x (M, K) @ w (K, N) + bias`` (int64) and the stats
+    (``max_abs_prefix`` only when ``prefix_stats``: one more pass, off the default path)."""
     with _threads_for(x.shape[0] * x.shape[1] * w.shape[1]):
-        return _accumulate_impl(x, w, bias, cfg, force_sequential)
+        acc, stats = _accumulate_impl(x, w, bias, cfg, force_sequential)
+        if prefix_stats:
+            stats = replace(stats, max_abs_prefix=_max_abs_prefix(x, w, bias))
+    return acc, stats
+
+
+def _max_abs_prefix(x: np.ndarray, w: np.ndarray, bias: np.ndarray) -> int:
+    """max over outputs and prefixes (bias first) of ``|bias_n + sum_{k<=j} x_bk w_kn|``, exact.
+
+    DESIGN.md's ``max_abs_prefix``, order k = 0..K-1 (conv: the im2col
+    columns, channel -> row -> column). int64 running sums (Numba) when
+    ``max|bias| + K max|x| max|w| < 2**63``, so no prefix can leave int64;
+    Python ints beyond. Zero activations are skipped: they change no prefix.
+    """
+    m, k = x.shape
+    n = w.shape[1]
+    if m == 0 or n == 0:
+        return 0  # no outputs
+    max_b = _max_abs(bias)
+    if max_b + k * _max_abs(x) * _max_abs(w) < _I64_LIMIT:
+        row_max = np.empty(m, dtype=np.int64)
+        jit._prefix_max_kernel(np.ascontiguousarray(x), np.ascontiguousarray(w, dtype=np.int64),
+                               np.ascontiguousarray(bias, dtype=np.int64), row_max)
+        return int(row_max.max())
+    best = max_b  # every output's first prefix is its bias
+    wo, bo = w.astype(object), bias.astype(object)
+    for r in range(m):
+        nz = np.flatnonzero(x[r])
+        if nz.size:
+            prefix = np.cumsum(x[r, nz].astype(object)[:, None] * wo[nz], axis=0) + bo
+            best = max(best, int(np.abs(prefix).max()))
+    return best
 
 
 def _exact_sum(x, w, bias, bound: float, acc_bits: int, store: bool = True):
@@ -436,7 +487,8 @@ def _exact_sum(x, w, bias, bound: float, acc_bits: int, store: bool = True):
     """
     m, n = x.shape[0], w.shape[1]
     s = _exact_matmul(x, w, bound)
-    if s.dtype != object and bound + 2.0 ** (acc_bits - 1) >= 2.0 ** 63 / _margin(x.shape[1]):
+    # exact integer test: |bias + s| <= 2**(BW_acc - 1) + bound must stay below 2**63
+    if s.dtype != object and math.ceil(bound) + (1 << (acc_bits - 1)) >= _I64_LIMIT:
         s = s.astype(np.int64).astype(object)  # bias + s could leave int64: Python ints
     if s.dtype == object:
         e = s + bias.astype(object)
@@ -448,8 +500,27 @@ def _exact_sum(x, w, bias, bound: float, acc_bits: int, store: bool = True):
 
 
 def _margin(k: int) -> float:
-    """Relative margin that makes float64 sums of |values| safe upper bounds."""
+    """Relative margin that makes float64 sums of |values| safe upper bounds.
+
+    A float64 sum of K rounded terms is within (K + 1) * 2**-53 relative of
+    the exact one; ``(K + 4) * 2**-50`` is eight times that, so each
+    product of margined factors, itself rounded to nearest, still bounds
+    the exact value from above.
+    """
     return 1.0 + (k + 4) * 2.0 ** -50
+
+
+def _room(bias: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """``min(hi - bias, bias - lo)`` per output as the largest double <= it (exact int64 room,
+    rounded DOWN): for a double ``c``, ``c <= _room(...)`` iff ``c <= room`` exactly.
+
+    A plain ``astype(float64)`` rounds to nearest, up for rooms >= 2**53.
+    """
+    r = np.minimum(hi - bias, bias - lo)  # int64, 0 .. 2**62 - 1
+    f = r.astype(np.float64)
+    up = f.astype(np.int64) > r  # f <= 2**62: back to int64 exactly
+    f[up] = np.nextafter(f[up], 0.0)
+    return f
 
 
 def _accumulate_impl(x: np.ndarray, w: np.ndarray, bias: np.ndarray, cfg: _Config,
@@ -477,7 +548,7 @@ def _accumulate_impl(x: np.ndarray, w: np.ndarray, bias: np.ndarray, cfg: _Confi
         return (e.astype(np.int64) if e.dtype == object else e), stats(0, 0, max_abs)
     # Per-output risk: some prefix sum may leave [lo, hi] (in some order) when
     # bias + cheap > hi or bias - cheap < lo, i.e. cheap > room = min(hi - b, b - lo).
-    room = np.minimum(hi - bias, bias - lo).astype(np.float64)
+    room = _room(bias, lo, hi)
     colrisk = colmax * margin
     any_risky = not np.all(float(rowabs.max(initial=0.0)) * colrisk <= room)
     if force_sequential or (any_risky and _all_sequential_pays(x, w, bias, rowabs, colrisk,
@@ -526,10 +597,11 @@ def _provably_safe(x, w, s, bias, bound, lo, hi) -> np.ndarray:
     """Outputs whose every prefix stays in [lo, hi] in any order (needs bound < 2**53).
 
     With T = |x| @ |w| and S = x @ w (both exact): sum of positive products
-    = (T + S) / 2, of negative products = (S - T) / 2.
+    = (T + S) / 2, of negative products = (S - T) / 2. All in int64 (|T|, |S|
+    < 2**53, |bias| <= 2**61): a float64 ``bias + ...`` rounds above 2**53.
     """
     dt = np.float32 if bound < _F32_EXACT else np.float64
-    t = _exact_matmul(np.abs(x.astype(dt)), np.abs(w.astype(dt)), bound)
+    t = _exact_matmul(np.abs(x.astype(dt)), np.abs(w.astype(dt)), bound).astype(np.int64)
     s = s.astype(np.int64)
     return (bias + (t + s) // 2 <= hi) & (bias + (s - t) // 2 >= lo)
 
@@ -578,17 +650,19 @@ def _all_sequential_pays(x, w, bias, rowabs, colrisk, room, bound, lo, hi,
 # ----------------------------------------------------------------- public API
 
 def dense(x, w, b=None, *, fmt_x, fmt_w, fmt_y, acc_bits, overflow="wrap",
-          rounding="nearest-even", activation="none", seed=None) -> DatapathResult:
+          rounding="nearest-even", activation="none", seed=None,
+          prefix_stats=False) -> DatapathResult:
     """Bit-exact dense layer: ``y = act(requant(acc))``, acc over k = 0..K-1.
 
     ``x`` (B, K) raw ints of fmt_x, ``w`` (K, N) raw ints of fmt_w, ``b`` (N,)
     raw ints in the accumulator format (FL_w + FL_x, BW_acc bits) or None.
     ``overflow`` wrap | clip | ideal applies after every addition (de Bruin
-    DSD 2018). Stochastic rounding needs ``seed``. See the module docstring.
+    DSD 2018). Stochastic rounding needs ``seed``. ``prefix_stats=True`` adds
+    the exact ``max_abs_prefix`` (DESIGN.md). See the module docstring.
     """
     x, w, bias, cfg = _validate(x, w, b, fmt_x, fmt_w, fmt_y, acc_bits, overflow, rounding,
                                 activation, seed, conv=False)
-    acc, stats = _accumulate(x, w, bias, cfg)
+    acc, stats = _accumulate(x, w, bias, cfg, prefix_stats=_prefix_flag(prefix_stats))
     return DatapathResult(requantize(acc, cfg), acc, stats)
 
 
@@ -601,19 +675,22 @@ def im2col(x: np.ndarray, kh: int, kw: int, stride: int, padding: int, oh: int, 
 
 
 def conv2d(x, w, b=None, *, stride=1, padding=0, fmt_x, fmt_w, fmt_y, acc_bits, overflow="wrap",
-           rounding="nearest-even", activation="none", seed=None) -> DatapathResult:
+           rounding="nearest-even", activation="none", seed=None,
+           prefix_stats=False) -> DatapathResult:
     """Bit-exact 2-D convolution, NCHW, zero padding, order channel -> row -> column.
 
     ``x`` (B, C, H, W), ``w`` (F, C, kh, kw), ``b`` (F,) in the accumulator
-    format. Computed as im2col + the dense datapath (same per-step order).
+    format. Computed as im2col + the dense datapath (same per-step order, so
+    ``prefix_stats`` follows it too).
     """
     x, w, bias, cfg = _validate(x, w, b, fmt_x, fmt_w, fmt_y, acc_bits, overflow, rounding,
                                 activation, seed, conv=True)
+    prefix_stats = _prefix_flag(prefix_stats)
     oh, ow = _conv_out_size(x.shape, w.shape, stride, padding)
     f, _, kh, kw = w.shape
     with _threads_for(x.size * kh * kw * 8):
         cols = im2col(x, kh, kw, int(stride), int(padding), oh, ow)
     wm = np.ascontiguousarray(w.reshape(f, -1).T)
-    acc2, stats = _accumulate(cols, wm, bias, cfg)
+    acc2, stats = _accumulate(cols, wm, bias, cfg, prefix_stats=prefix_stats)
     acc = np.ascontiguousarray(acc2.reshape(x.shape[0], oh, ow, f).transpose(0, 3, 1, 2))
     return DatapathResult(requantize(acc, cfg), acc, stats)

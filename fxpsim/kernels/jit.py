@@ -353,6 +353,42 @@ def _add_bias_kernel(s, bias, e_out, row_max):  # pragma: no cover - jitted
         row_max[b] = mx
 
 
+@njit(cache=True, parallel=True)
+def _prefix_max_kernel(x, w, bias, row_max):  # pragma: no cover - jitted
+    """``row_max[b]`` = max over n and over prefixes j (the bias alone first) of
+    ``|bias[n] + sum_{k<=j} x[b, k] w[k, n]|``: DESIGN.md's ``max_abs_prefix``.
+
+    Exact int64 running sums in the order k = 0..K-1 (the caller checked
+    ``max|bias| + K max|x| max|w| < 2**63``); zero activations are skipped,
+    they change no prefix. The running maximum and minimum are tracked (they
+    vectorise across outputs), ``|prefix|`` taken once at the end.
+    """
+    m, kk = x.shape
+    n = w.shape[1]
+    for b in prange(m):
+        a = np.empty(n, dtype=np.int64)
+        top = np.empty(n, dtype=np.int64)
+        bot = np.empty(n, dtype=np.int64)
+        for j in range(n):
+            a[j] = bias[j]
+            top[j] = bias[j]
+            bot[j] = bias[j]
+        xr = x[b]
+        for k in range(kk):
+            xv = np.int64(xr[k])
+            if xv != 0:
+                wk = w[k]
+                for j in range(n):
+                    v = a[j] + xv * wk[j]
+                    a[j] = v
+                    top[j] = max(top[j], v)
+                    bot[j] = min(bot[j], v)
+        mx = 0
+        for j in range(n):
+            mx = max(mx, top[j], -bot[j])
+        row_max[b] = mx
+
+
 @njit(cache=True, inline="always")
 def requantize_one(v, shift, mode, y_min, y_max, relu):  # pragma: no cover - jitted
     """One accumulator value -> output raw: round by ``shift`` (mode = Rounding.code, not

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..qformat import Overflow, Rounding
-from .datapath import DatapathResult, OverflowStats, _conv_out_size, _validate
+from .datapath import DatapathResult, OverflowStats, _conv_out_size, _prefix_flag, _validate
 
 _M64 = (1 << 64) - 1
 
@@ -66,17 +66,20 @@ def requantize_one(acc: int, index: int, cfg) -> int:
 
 
 class _Accumulator:
-    """One BW_acc register: add a product, wrap or clip, count overflows."""
+    """One BW_acc register: add a product, wrap or clip, count overflows; beside it the
+    exact running sum and the largest |prefix| it reached (the bias alone first)."""
 
     def __init__(self, bias: int, cfg):
         self.value = bias
         self.exact = bias
+        self.max_prefix = abs(bias)
         self.cfg = cfg
         self.overflows = 0
 
     def add(self, p: int) -> None:
         s = self.value + p
         self.exact += p
+        self.max_prefix = max(self.max_prefix, abs(self.exact))
         mode = self.cfg.overflow
         if mode is Overflow.IDEAL:
             t = s
@@ -88,7 +91,8 @@ class _Accumulator:
         self.value = t
 
 
-def _finish(accs: list[_Accumulator], shape, additions: int, cfg) -> DatapathResult:
+def _finish(accs: list[_Accumulator], shape, additions: int, cfg,
+            prefix_stats: bool = False) -> DatapathResult:
     acc = np.array([a.value for a in accs], dtype=np.int64).reshape(shape)
     y = np.array([requantize_one(a.value, i, cfg) for i, a in enumerate(accs)],
                  dtype=np.int64).reshape(shape)
@@ -97,15 +101,18 @@ def _finish(accs: list[_Accumulator], shape, additions: int, cfg) -> DatapathRes
         overflow_count=sum(a.overflows for a in accs),
         outputs_affected=sum(a.overflows > 0 for a in accs),
         max_abs_acc=max((abs(a.exact) for a in accs), default=0),
+        max_abs_prefix=max((a.max_prefix for a in accs), default=0) if prefix_stats else None,
     )
     return DatapathResult(y, acc, stats)
 
 
 def dense(x, w, b=None, *, fmt_x, fmt_w, fmt_y, acc_bits, overflow="wrap",
-          rounding="nearest-even", activation="none", seed=None) -> DatapathResult:
+          rounding="nearest-even", activation="none", seed=None,
+          prefix_stats=False) -> DatapathResult:
     """Reference dense layer: for each (b, n), acc = bias; for k = 0..K-1: acc += x*w."""
     x, w, bias, cfg = _validate(x, w, b, fmt_x, fmt_w, fmt_y, acc_bits, overflow, rounding,
                                 activation, seed, conv=False)
+    prefix_stats = _prefix_flag(prefix_stats)
     xs, ws, bs = x.tolist(), w.tolist(), bias.tolist()
     bsz, kk = x.shape
     n = w.shape[1]
@@ -116,14 +123,16 @@ def dense(x, w, b=None, *, fmt_x, fmt_w, fmt_y, acc_bits, overflow="wrap",
             for k in range(kk):
                 a.add(int(xs[i][k]) * int(ws[k][j]))
             accs.append(a)
-    return _finish(accs, (bsz, n), bsz * n * kk, cfg)
+    return _finish(accs, (bsz, n), bsz * n * kk, cfg, prefix_stats)
 
 
 def conv2d(x, w, b=None, *, stride=1, padding=0, fmt_x, fmt_w, fmt_y, acc_bits, overflow="wrap",
-           rounding="nearest-even", activation="none", seed=None) -> DatapathResult:
+           rounding="nearest-even", activation="none", seed=None,
+           prefix_stats=False) -> DatapathResult:
     """Reference conv: direct loops, order channel -> kernel row -> kernel column."""
     x, w, bias, cfg = _validate(x, w, b, fmt_x, fmt_w, fmt_y, acc_bits, overflow, rounding,
                                 activation, seed, conv=True)
+    prefix_stats = _prefix_flag(prefix_stats)
     oh_, ow_ = _conv_out_size(x.shape, w.shape, stride, padding)
     bsz, c_, h_, w_ = x.shape
     f_, _, kh, kw = w.shape
@@ -141,4 +150,5 @@ def conv2d(x, w, b=None, *, stride=1, padding=0, fmt_x, fmt_w, fmt_y, acc_bits, 
                                 inside = 0 <= ih < h_ and 0 <= iw < w_
                                 a.add(int(xs[b_][c][ih][iw]) * int(ws[f][c][i][j]) if inside else 0)
                     accs.append(a)
-    return _finish(accs, (bsz, f_, oh_, ow_), bsz * f_ * oh_ * ow_ * c_ * kh * kw, cfg)
+    return _finish(accs, (bsz, f_, oh_, ow_), bsz * f_ * oh_ * ow_ * c_ * kh * kw, cfg,
+                   prefix_stats)
