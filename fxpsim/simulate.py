@@ -27,6 +27,7 @@ import numpy as np
 
 from . import kernels
 from .config import LayerConfig, NetworkConfig
+from .constraints import LayerRanges, a2q_weights
 from .errors import FxpsimError, check
 from .network import pool_reduce
 from .qformat import (MAX_WIDTH, Overflow, QFormat, Rounding, convert, dequantize, int_bits_for,
@@ -247,8 +248,6 @@ class Simulator:
         """Raw weights in ``fmt_w`` and raw bias in the accumulator format of stage ``i``."""
         s = self.stages[i]
         if cfg.a2q:
-            from .constraints import LayerRanges, a2q_weights
-
             w, _ = a2q_weights(LayerRanges(s.name, s.W, s.b, s.kind, 0.0, 0.0), cfg.fmt_w, cfg.fmt_x,
                                cfg.acc_bits, cfg.rounding)
         else:
@@ -441,7 +440,8 @@ class Evaluator:
         self.evaluations = 0
 
     def _params_for(self, i: int, cfg: LayerConfig):
-        key = (i, cfg.fmt_w, cfg.fmt_x, cfg.acc_bits, cfg.overflow, cfg.rounding)
+        """Stage ``i``'s quantized weights and bias, cached on the whole frozen ``cfg`` (a2q too)."""
+        key = (i, cfg)
         if key not in self._params:
             self._params[key] = self.sim.quantized_params(i, cfg)
         return self._params[key]

@@ -1,16 +1,23 @@
 """Judd's sweeps and tolerance search, de Bruin's accumulator search, and their CLI."""
 
+import copy
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from fxpsim.cli import main
 from fxpsim.config import NetworkConfig
+from fxpsim.constraints import CONSTRAINTS
 from fxpsim.errors import FxpsimError
-from fxpsim.modelfile import save_model
-from fxpsim.search import (accumulator_search, check_acc_bits, layer_ranges, overflow_case_study,
-                           required_accumulator_table, tolerance_search, traffic_ratio, layer_shapes)
+from fxpsim.modelfile import load_model, save_model
+from fxpsim.search import (acc_bits_sweep, accumulator_search, check_acc_bits, layer_ranges,
+                           overflow_case_study, required_accumulator_table, tolerance_search,
+                           traffic_ratio, layer_shapes)
 from fxpsim.simulate import Evaluator, Simulator, profile
-from fxpsim.sweep import sweep, wide_config
+from fxpsim.sweep import WHAT, sweep, wide_config
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
 from fxpsim.train.data import load_dataset
 from fxpsim.train.trainer import TrainConfig, train
 
@@ -125,3 +132,64 @@ def test_cli_eval_runs_a_saved_config(digits_mlp, tmp_path, capsys):
     (tmp_path / "bad.json").write_text("not json")
     assert main(["eval", str(path), "--config", str(tmp_path / "bad.json")]) == 2
     assert "not valid JSON" in capsys.readouterr().err
+
+
+class _RecordingEvaluator(Evaluator):
+    """An Evaluator that records every (config, layer or None, value) a search asks it for."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls = []
+
+    def accuracy(self, config):
+        value = super().accuracy(config)
+        self.calls.append((config, None, value))
+        return value
+
+    def layer_error(self, config, i):
+        value = super().layer_error(config, i)
+        self.calls.append((config, i, value))
+        return value
+
+
+def test_a_shared_evaluator_equals_a_fresh_one_on_every_config_a_search_visits():
+    """Issue 13 item 4: no cache may carry one config's state into another config's answer.
+
+    Every search runs through ONE evaluator, as ``search --all`` and ``--acc-table`` do (a2q
+    after the plain constraints of the same formats, tolerances chained); then every config
+    it visited runs on a fresh Evaluator of its own: the same accuracy and layer errors as
+    the search saw, the same raw stage outputs and statistics as the shared one gives.
+    """
+    model = load_model(MODELS / "digits-cnn.npz")
+    data = load_dataset("digits")
+    sim = Simulator(model)
+    pristine = Evaluator(sim, data.x_train[:100], data.y_train[:100])  # never used: a template
+    shared = _RecordingEvaluator(sim, pristine.x, pristine.y, prepared=True)
+    prof = profile(sim, shared.x, prepared=True)
+    found = {}
+    for constraint in CONSTRAINTS:  # search --acc-bits 16 --all
+        for overflow in ("wrap", "clip"):
+            found[constraint, overflow] = accumulator_search(shared, prof, 16, constraint, overflow)[0]
+    acc_bits_sweep(shared, prof, bits=(16,))  # the same configs again, now from the caches
+    start = tolerance_search(shared, prof, 0.01).config  # search --tolerance: chained
+    tolerance_search(shared, prof, 0.05, start=start, max_steps=3)
+    for what in WHAT:
+        sweep(shared, prof, what, range(-1, 10, 2))
+    required_accumulator_table(shared, prof)
+    overflow_case_study(shared, found["act-y", "wrap"], (16, 13, 10))
+    asked: dict = {}  # config -> {layer (None: accuracy) -> values the search got}
+    for config, i, value in shared.calls:
+        asked.setdefault(config, {}).setdefault(i, set()).add(value)
+    assert {c.a2q for cfg in asked for c in cfg} == {False, True}
+    for config, values in asked.items():
+        # a deep copy of the never-used template is a fresh Evaluator (empty caches, its own
+        # Simulator) without recomputing the float trace; the backend module is shared
+        fresh = copy.deepcopy(pristine, {id(sim.backend): sim.backend})
+        upto = len(config) if None in values else max(values) + 1
+        for (s_k, s_y, s_st), (f_k, f_y, f_st) in zip(shared.stage_outputs(config, upto),
+                                                      fresh.stage_outputs(config, upto)):
+            np.testing.assert_array_equal(s_k, f_k)
+            np.testing.assert_array_equal(s_y, f_y)
+            assert s_st == f_st
+        for i, seen in values.items():
+            assert seen == {fresh.accuracy(config) if i is None else fresh.layer_error(config, i)}

@@ -1,15 +1,22 @@
 """Whole-network integer simulation: folding, exactness against the Python-int twin, configs."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from fxpsim.config import LayerConfig, NetworkConfig
 from fxpsim.errors import FxpsimError
 from fxpsim.kernels import reference
+from fxpsim.modelfile import load_model
 from fxpsim.network import build_network
 from fxpsim.qformat import QFormat
+from fxpsim.search import accumulator_search
 from fxpsim.simulate import Evaluator, Simulator, build_stages, config_from_profile, profile
 from fxpsim.sweep import wide_config
+from fxpsim.train.data import load_dataset
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
 
 
 def _net(spec, shape=(1, 8, 8), seed=0):
@@ -82,6 +89,34 @@ def test_evaluator_cache_gives_the_same_answers():
     for i in range(3):
         ev.accuracy(cfg.with_layer(i, acc_bits=10))
     assert ev.accuracy(cfg) == first == sim.simulate(x, cfg, y).accuracy
+
+
+def test_a2q_after_a_plain_config_of_the_same_formats_gets_its_own_weights():
+    """Issue 13: the weight cache keyed on (i, fmt_w, fmt_x, acc_bits, overflow, rounding), no a2q.
+
+    Through one shared Evaluator, an A2Q config after the plain config of the same formats
+    reused the unshrunk weights; it must equal a fresh Evaluator, stage by stage, bit for bit.
+    """
+    model = load_model(MODELS / "digits-cnn.npz")
+    data = load_dataset("digits")
+    x, y = data.x_train[:150], data.y_train[:150]
+    sim = Simulator(model)
+    search_ev = Evaluator(sim, x, y)
+    a2q, choices = accumulator_search(search_ev, profile(sim, search_ev.x, prepared=True), 16, "a2q", "wrap")
+    assert any(ch.candidate.violating_channels for ch in choices)  # A2Q shrinks some channel here
+    plain = a2q.with_all(a2q=False)
+    shared = Evaluator(sim, x, y)
+    fresh = Evaluator(sim, x, y)
+    plain_out = shared.stage_outputs(plain)
+    shared_out, fresh_out = shared.stage_outputs(a2q), fresh.stage_outputs(a2q)
+    assert any(np.any(p[0] != f[0]) for p, f in zip(plain_out, fresh_out))  # A2Q changes the outputs
+    for (s_k, s_y, s_st), (f_k, f_y, f_st) in zip(shared_out, fresh_out):
+        np.testing.assert_array_equal(s_k, f_k)
+        np.testing.assert_array_equal(s_y, f_y)
+        assert s_st == f_st
+    assert [shared.layer_error(a2q, i) for i in range(len(a2q))] == [
+        fresh.layer_error(a2q, i) for i in range(len(a2q))]
+    assert shared.accuracy(a2q) == fresh.accuracy(a2q)
 
 
 def test_config_json_round_trip_and_mismatch(tmp_path):
