@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import FxpsimError
-from .network import Network
+from .graph.network import Network
 from .train.data import Preprocess
 
 MODEL_FORMAT = "fxpsim-model"

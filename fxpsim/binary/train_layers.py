@@ -48,7 +48,8 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..errors import FxpsimError, check
-from ..network import Conv2D, Dense, Layer
+from ..graph.layers import Conv2D, Dense, Layer
+from ..graph.registry import TokenRule, register_layer, register_tokens
 from .quantizers import binarize_stochastic, bwn_binarize, ttq_grads, ttq_ternarize, twn_ternarize
 
 METHODS = ("bc", "bcs", "bnn", "bwn", "xnor", "twn", "ttq")
@@ -369,12 +370,8 @@ def parse_binary_token(tok: str, shape: tuple, dtype):
     return None
 
 
-def _register() -> None:
-    """Make the layer kinds known to :func:`fxpsim.network.layer_from_config` (model files)."""
-    from ..network import LAYER_KINDS
-
-    for cls in BINARY_LAYERS:
-        LAYER_KINDS.setdefault(cls.kind, cls)
-
-
-_register()
+# the kinds for model files (fxpsim.graph.network.layer_from_config) and the tokens for spec strings
+for _cls in BINARY_LAYERS:
+    register_layer(_cls)
+register_tokens(TokenRule(("bfc",), parse_binary_token, flat_input=True))  # a Flatten goes before a bfc
+register_tokens(TokenRule(("bconv", "sign"), parse_binary_token))
