@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _bench import print_rows, timed, write_rows  # noqa: E402
 from fxpsim import kernels  # noqa: E402
 from fxpsim.kernels.datapath import im2col  # noqa: E402
-from fxpsim.stripes import _bit_parallel, bit_serial_conv2d  # noqa: E402
+from fxpsim.datapath.bitserial import _bit_parallel, bit_serial_conv2d  # noqa: E402
 
 REPORT = Path(__file__).resolve().parents[1] / "reports" / "bench_stripes.csv"
 

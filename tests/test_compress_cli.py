@@ -84,7 +84,7 @@ def test_compress_prunes_when_asked_and_pes_change_cycles(tmp_path):
     assert (one["nonzeros_pct"] - 30).abs().max() < 3
     # 8-bit indices: no padding, so the same entries spread over 16 PEs (padding would add cycles)
     assert (one["padding_entries"] == 0).all() and (sixteen["padding_entries"] == 0).all()
-    np.testing.assert_allclose(sixteen["cycles_pe_mean"] * 16, one["cycles_pe_mean"], rtol=1e-9)
+    np.testing.assert_allclose(sixteen["cycles_pe_mean"] * 16, one["cycles_pe_mean"], rtol=1e-5)  # CSV: 6 digits
     assert (sixteen["cycles_pe_max"] < one["cycles_pe_max"]).all()
     assert main(args + ["--pes", "1", "--index-bits", "2"]) == 0  # short indices: gaps need padding entries
     padded = pd.read_csv(tmp_path / "digits-mlp-1pe-compress.csv")

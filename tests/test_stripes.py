@@ -1,4 +1,4 @@
-"""fxpsim.stripes: bit-serial kernel == Python-int references; timing model (Stripes, MICRO 2016)."""
+"""Stripes (MICRO 2016): datapath.bitserial == Python-int references; the timing.stripes cycle model."""
 
 import math
 from fractions import Fraction
@@ -13,8 +13,8 @@ from fxpsim import kernels
 from fxpsim.errors import FxpsimError
 from fxpsim.kernels.datapath import im2col
 from fxpsim.qformat import QFormat
-from fxpsim.stripes import (AcceleratorConfig, LayerShape, _bit_parallel, bit_serial_conv2d,
-                            bit_serial_dense, clip_safe, parse_profile, time_layer, time_network)
+from fxpsim.datapath.bitserial import _bit_parallel, bit_serial_conv2d, bit_serial_dense, clip_safe
+from fxpsim.timing.stripes import AcceleratorConfig, LayerShape, parse_profile, time_layer, time_network
 from strategies import (bit_serial_conv_st, bit_serial_dense_st, deterministic_rounding_st,
                         layer_shape_st, overflow_st, precision_profile_st)
 

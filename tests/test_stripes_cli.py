@@ -7,17 +7,20 @@ import pandas as pd
 import pytest
 
 from fxpsim.cli import main
+from fxpsim.cli.common import calibration_set
 from fxpsim.config import NetworkConfig
 from fxpsim.errors import FxpsimError
-from fxpsim.modelfile import save_model
+from fxpsim.experiments.stripes import (StripesStudy, fold_input_scaling, nonnegative_inputs, run_study,
+                                        unsigned_inputs)
+from fxpsim.modelfile import Model, save_model
 from fxpsim.network import build_network
 from fxpsim.qformat import QFormat
+from fxpsim.reports import format_csv_float
 from fxpsim.simulate import Evaluator, Simulator, profile
-from fxpsim.stripes import (SHAPE_PRESETS, AcceleratorConfig, nonnegative_inputs,
-                            parse_shapes, profile_from_config, shapes_from_network, time_network,
-                            unsigned_inputs)
 from fxpsim.sweep import set_data_format, wide_config
-from fxpsim.train.data import load_dataset
+from fxpsim.timing.stripes import (SHAPE_PRESETS, AcceleratorConfig, parse_shapes, profile_from_config,
+                                   shapes_from_network, time_network)
+from fxpsim.train.data import Preprocess, load_dataset
 from fxpsim.train.trainer import TrainConfig, train
 
 TINY = "conv4x3-relu-conv8x3-relu-maxpool2-fc10"  # 8x8 -> 6x6 -> 4x4 -> 2x2: trains in seconds
@@ -129,10 +132,64 @@ def test_dropping_sign_bits_of_relu_outputs_keeps_every_value(tiny):
     assert nonnegative_inputs(Simulator(tanh_net).stages) == [False, False]
 
 
+# ---------------------------------------------------------------- the study, without argv
+
+def test_study_of_a_profile_and_a_config(tiny):
+    """run_study times a given profile and a config's input widths; names default from the source."""
+    _, model, data = tiny
+    shapes = shapes_from_network(model)
+    accel = AcceleratorConfig(2, 4, 4)
+    rep = run_study(StripesStudy(shapes, "model tiny", "tiny", accel, profile="5-4"), model)
+    assert rep.name == "tiny_stripes_p5-4" and [r.profile for r in rep.runs] == [(5, 4)]
+    want = time_network(shapes, (5, 4), accel)
+    layers = rep.table[rep.table["kind"] != "total"]
+    assert list(layers["stripes_cycles"]) == [t.stripes_cycles for t in want.layers]
+    assert rep.summary.loc[0, "network_speedup"] == want.speedup
+    assert rep.summary.loc[0, "conv_speedup"] == time_network(shapes[:2], (5, 4), accel).speedup
+    assert "Stripes Table I" in rep.text and rep.comparison and not rep.configs
+    cfg = set_data_format(wide_config(profile(Simulator(model), data.x_train[:50])), 1, QFormat(2, 1))
+    rep = run_study(StripesStudy(shapes, "model tiny", "tiny", accel, config=cfg, config_label="c"))
+    assert rep.name == "tiny_stripes_c" and rep.runs[0].profile == (cfg[0].fmt_x.width, 3)
+    assert list(rep.table["input_format"][:2]) == [str(cfg[0].fmt_x), "Q2.1"]
+    assert "Setup differences" not in rep.text  # no model given: shapes only
+    with pytest.raises(FxpsimError, match="2 conv layer"):
+        StripesStudy(shapes, "s", "tiny", profile="3-3-3")
+    with pytest.raises(FxpsimError, match="not both"):
+        StripesStudy(shapes, "s", "tiny", profile="3-3", config=cfg)
+    with pytest.raises(FxpsimError, match="--raw-input"):
+        StripesStudy(shapes, "s", "tiny", profile="3-3", raw_input=True)
+    with pytest.raises(FxpsimError, match="needs the model"):
+        run_study(StripesStudy(shapes, "s", "tiny"))
+
+
+def test_study_search_returns_its_configs_and_logs_each_tolerance(tiny):
+    _, model, data = tiny
+    calib = calibration_set(model, data, 80, 0)
+    lines = []
+    study = StripesStudy(shapes_from_network(model), "model tiny", "tiny", tolerances=(0.02,), name="t")
+    rep = run_study(study, model, data, calib, log=lines.append)
+    assert len(lines) == 1 and lines[0].startswith("tolerance 2 %")
+    (stem, cfg), = rep.configs
+    assert stem == "t_tol2_config" and [c.fmt_w.width for c in cfg] == [16, 16, 16]
+    signed, nosign = rep.runs
+    assert signed.profile == tuple(c.fmt_x.width for c in cfg.layers[:2])
+    assert nosign.label == "98 %, no sign bit" and nosign.profile == (signed.profile[0], signed.profile[1] - 1)
+    ev = Evaluator(Simulator(model), *calib)
+    assert signed.accuracies.val_accuracy == ev.accuracy(cfg) >= 0.98 * ev.float_accuracy
+    assert nosign.accuracies.test_accuracy == signed.accuracies.test_accuracy
+    row = rep.summary.set_index("profile").loc["98 %"]
+    assert row["relative_test_accuracy"] == signed.accuracies.test_accuracy / signed.accuracies.float_test_accuracy
+
+
 # ---------------------------------------------------------------- the command
 
 def _csv(out, name):
     return pd.read_csv(out / f"{name}.csv")
+
+
+def _as_written(value) -> float:
+    """A float as a CSV report holds it (fxpsim.reports' stated precision)."""
+    return float(format_csv_float(value))
 
 
 def test_cli_profile_on_a_trained_model(tiny, tmp_path, capsys):
@@ -150,7 +207,7 @@ def test_cli_profile_on_a_trained_model(tiny, tmp_path, capsys):
     assert list(layers["stripes_cycles"]) == [t.stripes_cycles for t in want.layers]
     assert list(layers["precision"].fillna(0)) == [5, 4, 0]
     totals = df[df["kind"] == "total"].set_index("layer")
-    assert totals.loc["total (network)", "speedup"] == pytest.approx(want.speedup)
+    assert totals.loc["total (network)", "speedup"] == _as_written(want.speedup)
     conv = time_network(shapes_from_network(model)[:2], "5-4", accel)
     assert totals.loc["total (conv layers)", "baseline_cycles"] == conv.baseline_cycles
     assert (tmp_path / "tiny_stripes_p5-4.png").stat().st_size > 1000
@@ -188,13 +245,11 @@ def test_cli_search_profiles_are_the_searched_input_widths(tiny, tmp_path, capsy
     assert summ.loc["98 %", "precisions"] == p
     assert [c.fmt_w.width for c in cfg] == [16, 16, 16]  # Stripes' weights stay 16-bit: data searched only
     # the same calibration sample the command used: its validation accuracy is met and reported
-    from fxpsim.cli.common import calibration_set
-
     x, y = calibration_set(model, data, 80, 0)
     ev = Evaluator(Simulator(model), x, y)
     assert ev.accuracy(cfg) >= 0.98 * ev.float_accuracy
-    assert summ.loc["98 %", "val_accuracy"] == pytest.approx(ev.accuracy(cfg))
-    assert summ.loc["98 %", "test_accuracy"] == pytest.approx(Simulator(model).simulate(
+    assert summ.loc["98 %", "val_accuracy"] == _as_written(ev.accuracy(cfg))
+    assert summ.loc["98 %", "test_accuracy"] == _as_written(Simulator(model).simulate(
         data.x_test, cfg, data.y_test).accuracy)
     # conv2's input follows ReLU + pooling: one bit less, the same accuracy
     nosign = summ.loc["98 %, no sign bit"]
@@ -236,10 +291,6 @@ def test_cli_bad_input_is_one_line(tiny, tmp_path, capsys):
 
 @pytest.mark.parametrize("arch", ["conv4x3-relu-maxpool2-conv8x3-relu-fc10", "mlp-small"])
 def test_fold_input_scaling_keeps_the_float_network(arch):
-    from fxpsim.modelfile import Model
-    from fxpsim.stripes import fold_input_scaling
-    from fxpsim.train.data import Preprocess
-
     data = load_dataset("digits")
     model = Model(build_network(arch, (1, 8, 8), 10, seed=3), Preprocess.fit(data.x_train, "standardize"),
                   {"dataset": "digits"})

@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help, or a usage error already printed as one line
         return int(exc.code or 0)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command as given, for reports that quote it
     try:
         return int(args.func(args) or 0)
     except FxpsimError as exc:

@@ -18,7 +18,6 @@ output cost instead of softmax cross-entropy (:mod:`fxpsim.train.losses`).
 from __future__ import annotations
 
 import shlex
-import sys
 import time
 from pathlib import Path
 
@@ -136,6 +135,35 @@ def _gap_notes(df) -> str:
     return ("\n\nAgainst the papers:\n\n" + "\n".join(lines)) if lines else ""
 
 
+PLACEMENT_OPTIONS = ("--out", "--model-dir")
+"""Options that say where files go, not what is computed: left out of a recorded command."""
+
+
+def recorded_command(argv: list[str] | None) -> str:
+    """The command line as a report records it: ``--data-dir`` shown as ``DIR``, no placement options.
+
+    The same run gives the same text wherever the data and the output folders are
+    (``fxpsim.experiments.reproduce``); ``""`` when the argv is unknown.
+    """
+    if argv is None:
+        return ""
+    words, skip = ["fxpsim"], False
+    for word in argv:
+        if skip:
+            skip = False
+            continue
+        name, eq, _ = word.partition("=")
+        if name in PLACEMENT_OPTIONS:
+            skip = not eq
+            continue
+        if name == "--data-dir":
+            words += ["--data-dir", "DIR"]
+            skip = not eq
+            continue
+        words.append(word)
+    return shlex.join(words)
+
+
 def _train_or_load(method, base_spec, data, args, path, log):
     from ..modelfile import load_model, save_model
     from ..train.trainer import TrainConfig, train
@@ -156,8 +184,7 @@ def _train_or_load(method, base_spec, data, args, path, log):
         f"preprocess {config.preprocess})")
     model, _ = train(data, base_spec, config, progress=not args.quiet, log=log if args.quiet else None)
     model.metadata["binary_method"] = method
-    model.metadata["command"] = "fxpsim " + " ".join(shlex.quote(a) for a in sys.argv[1:]) \
-        if Path(sys.argv[0]).name in ("fxpsim", "__main__.py") else ""
+    model.metadata["command"] = recorded_command(getattr(args, "argv", None))
     path.parent.mkdir(parents=True, exist_ok=True)
     save_model(path, model)
     return model, False
@@ -229,18 +256,19 @@ def run(args) -> int:
             "compression": round(fbits / bits, 1),
             "binary_mac_share_pct": round(100 * b_macs / t_macs, 1) if t_macs else 0.0,
             "epochs": md.get("epochs_run"),
-            "train_s": md.get("train_seconds"),
             "command": md.get("command", ""),
-        })
+        })  # no wall-clock column: the report is reproducible byte for byte; the time is in the model file
         log(f"{method}: test error {100 * (1 - acc):.2f} %"
             + (f", integer BNN run {100 * (1 - int_acc):.2f} %" if int_acc is not None else "")
-            + f" ({'loaded' if loaded else f'{time.perf_counter() - t0:.0f} s'})")
+            + f" ({'loaded' if loaded else f'{time.perf_counter() - t0:.0f} s'}; training "
+            f"{md.get('train_seconds', float('nan')):.0f} s recorded in the model)")
         df = pd.DataFrame(rows)
         outdir = Path(args.out)
         if args.append and (outdir / f"{stem}.csv").exists():
             old = pd.read_csv(outdir / f"{stem}.csv", keep_default_na=False)
             keys = set(zip(df["arch"], df["method"]))
             old = old[[(a, m) not in keys for a, m in zip(old["arch"], old["method"])]]
+            old = old.reindex(columns=df.columns, fill_value="")  # columns of this version only
             df = pd.concat([old, df], ignore_index=True)
         text = (f"Dataset {dataset} ({len(data.x_train)} train / {len(data.x_test)} test images). "
                 "test_error_pct: the trained model in float with its binary/ternary weights; "

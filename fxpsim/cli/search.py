@@ -17,7 +17,7 @@ from . import arg_type
 from .common import add_model_args, calibration_set, load_model_and_data, stem_for
 from ..constraints import CONSTRAINTS
 from ..errors import FxpsimError, check
-from ..reports import format_table, save_figure, write_table
+from ..reports import format_table, model_provenance, save_figure, write_table
 
 TOLERANCES = (0.01, 0.02, 0.05, 0.10)
 JUDD_LENET = ("Judd et al. (ICLR 2016) Table 2, LeNet (Caffe's, 4 layers): at 1 % the data formats "
@@ -87,7 +87,7 @@ def _run_acc(args) -> int:
 
     t0 = time.perf_counter()
     path, model, data, sim, ev, prof = _setup(args)
-    stem = stem_for(path)
+    stem, source = stem_for(path), model_provenance(path)
     out = Path(args.out)
     combos = ([(c, o) for c in CONSTRAINTS for o in ("wrap", "clip")] if args.all
               else [(args.constraint, args.overflow)])
@@ -100,7 +100,7 @@ def _run_acc(args) -> int:
         result = sim.simulate(data.x_test, config, data.y_test)
         norm = result.accuracy / result.float_accuracy
         name = f"{stem}_acc{args.acc_bits}_{constraint}_{overflow}"
-        text = (f"Model {path}, BW_acc = {args.acc_bits}, constraint {constraint}, overflow {overflow}, "
+        text = (f"Model {source}, BW_acc = {args.acc_bits}, constraint {constraint}, overflow {overflow}, "
                 f"{len(ev.y)} calibration samples. Formats are I.F with the sign bit in I (de Bruin's IL "
                 f"is I - 1). Test accuracy: float {result.float_accuracy:.4f}, quantized "
                 f"{result.accuracy:.4f}, normalized {norm:.4f}.")
@@ -142,7 +142,7 @@ def _run_tolerance(args) -> int:
         test_accs.append(res.accuracy)
         r.config.save(out / f"{stem}_tolerance{round(100 * t, 3):g}_config.json")
     df = tolerance_table(results, test_accs, float_test)
-    text = (f"Model {path}; search on {len(ev.y)} validation samples, accuracy on the test split "
+    text = (f"Model {model_provenance(path)}; search on {len(ev.y)} validation samples, accuracy on the test split "
             "(a small validation split makes the test loss exceed the tolerance: the search fits "
             "its samples). Each tolerance's search starts from the next tighter one's result. "
             "Data formats are each layer's input I.F (sign bit in I); weight bits are total widths "
@@ -168,7 +168,7 @@ def _run_acc_table(args) -> int:
     stem = stem_for(path)
     out = Path(args.out)
     req = required_accumulator_table(ev, prof)
-    text = (f"Model {path}; 8-bit weights and data (profiled integer bits). Integer lengths IL_acc "
+    text = (f"Model {model_provenance(path)}; 8-bit weights and data (profiled integer bits). Integer lengths IL_acc "
             "exclude the sign bit, as in de Bruin et al. (BW_acc = IL_acc + FL_acc + 1). LB_wrap / "
             "LB_clip: the smallest IL_acc of the layer alone that keeps normalized accuracy > 99 % "
             f"on {len(ev.y)} calibration samples (8-bit quantized accuracy with ideal accumulators: "

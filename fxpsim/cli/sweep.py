@@ -9,7 +9,7 @@ import pandas as pd
 from . import arg_type
 from .common import add_model_args, calibration_set, load_model_and_data, stem_for
 from ..errors import FxpsimError, check
-from ..reports import format_table, save_figure, write_table
+from ..reports import format_table, model_provenance, save_figure, write_table
 from ..sweep import WHAT
 
 
@@ -51,7 +51,7 @@ def run(args) -> int:
     stem = f"{stem_for(path)}_sweep"
     out = Path(args.out)
     write_table(df, stem, out, title="Uniform sweeps (Judd et al. Fig. 2)",
-                text=f"Model {path}, {len(y)} test samples, float accuracy {ev.float_accuracy:.4f}. "
+                text=f"Model {model_provenance(path)}, {len(y)} test samples, float accuracy {ev.float_accuracy:.4f}. "
                      "Held fields: profiled integer bits and 14 fraction bits; ideal accumulator.")
     save_figure(plot_sweeps(df, f"{stem_for(path)}: accuracy vs bits"), out / f"{stem}.png")
     print(format_table(df))
