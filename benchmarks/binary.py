@@ -27,7 +27,8 @@ from threadpoolctl import threadpool_info
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _bench import blas_line, load_line, print_rows, timed, write_rows  # noqa: E402
-from fxpsim.binary import kernels, pack_signs, pack_weights  # noqa: E402
+from fxpsim.binary import pack_signs, pack_weights  # noqa: E402
+from fxpsim.datapath import xnor as kernels  # noqa: E402
 
 REPORT = Path(__file__).resolve().parents[1] / "reports" / "bench_binary.csv"
 

@@ -36,7 +36,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fxpsim.kernels import conv2d, dense  # noqa: E402
+from fxpsim.datapath.dense import conv2d, dense  # noqa: E402
 from _bench import blas_line, load_line, print_rows, timed, write_rows  # noqa: E402
 from fxpsim.qformat import QFormat  # noqa: E402
 
@@ -118,7 +118,7 @@ def conv_cases(rng, repeats, batch):
 COMPILE_SNIPPET = """
 import time, numpy as np
 t = time.perf_counter()
-from fxpsim.kernels import dense, conv2d
+from fxpsim.datapath.dense import dense, conv2d
 from fxpsim.qformat import QFormat
 q = QFormat(8, 0)
 x = np.arange(12, dtype=np.int8).reshape(3, 4); w = np.ones((4, 2), dtype=np.int8) * 100

@@ -29,7 +29,7 @@ from fxpsim.modelfile import load_model  # noqa: E402
 from fxpsim.reports import format_table, write_table  # noqa: E402
 from fxpsim.search import accumulator_search, tolerance_search  # noqa: E402
 from fxpsim.simulate import Evaluator, Simulator, profile  # noqa: E402
-from fxpsim.sweep import WHAT, sweep  # noqa: E402
+from fxpsim.search.sweeps import WHAT, sweep  # noqa: E402
 from fxpsim.train.data import load_dataset  # noqa: E402
 
 

@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from _bench import print_rows, timed, write_rows  # noqa: E402
 from fxpsim.errors import FxpsimError  # noqa: E402
-from fxpsim.kernels import dense  # noqa: E402
+from fxpsim.datapath.dense import dense  # noqa: E402
 from fxpsim.qformat import QFormat, int_bits_for, quantize  # noqa: E402
 from fxpsim.sparse.csc import encode, storage  # noqa: E402
 from fxpsim.sparse.kernel import column_schedule, sparse_dense  # noqa: E402

@@ -36,9 +36,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _bench import print_rows, timed, write_rows  # noqa: E402
-from fxpsim import kernels  # noqa: E402
-from fxpsim.kernels.datapath import im2col  # noqa: E402
+import fxpsim.datapath.dense as kernels  # noqa: E402
 from fxpsim.datapath.bitserial import _bit_parallel, bit_serial_conv2d  # noqa: E402
+from fxpsim.datapath.core import im2col  # noqa: E402
 
 REPORT = Path(__file__).resolve().parents[1] / "reports" / "bench_stripes.csv"
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, replace
+from numbers import Integral
 from pathlib import Path
 
 from .errors import FxpsimError, check
@@ -18,6 +19,83 @@ from .qformat import MAX_WIDTH, Overflow, QFormat, Rounding, parse_overflow, par
 
 CONFIG_FORMAT = "fxpsim-config"
 CONFIG_VERSION = 1
+
+
+# --------------------------------------------------------------------------- engine options
+
+@dataclass(frozen=True, slots=True)
+class EngineOption:
+    """One option a datapath engine declares: its default and its allowed values.
+
+    An int option takes whole numbers in ``[low, high]`` (a 0..1 option also
+    takes True/False); a choice option (``choices``) one of its strings.
+    """
+
+    name: str
+    default: int | str
+    low: int = 0
+    high: int = 0
+    choices: tuple[str, ...] = ()
+    hint: str = ""
+
+    def check(self, engine: str, value) -> int | str:
+        """``value`` as the option holds it, or a one-line error naming the value, the rule and the fix."""
+        if self.choices:
+            check(isinstance(value, str) and value in self.choices,
+                  f"engine {engine}: {self.name}={value!r} is not one of {', '.join(self.choices)}: "
+                  f"{self.hint}")
+            return value
+        whole = isinstance(value, int) and (not isinstance(value, bool) or (self.low, self.high) == (0, 1))
+        check(whole, f"engine {engine}: {self.name}={value!r} is not a whole number in [{self.low}, "
+                     f"{self.high}]: {self.hint}")
+        check(self.low <= value <= self.high,
+              f"engine {engine}: {self.name}={value!r} is outside [{self.low}, {self.high}]: {self.hint}")
+        return int(value)
+
+
+ENGINE_OPTIONS: dict[str, tuple[EngineOption, ...]] = {
+    "dense": (),
+    "sparse": (
+        EngineOption("index_bits", 4, 1, 16, hint="EIE uses 4 or 5 for FC layers and 8 for conv"),
+        EngineOption("pes", 64, 1, 4096, hint="give the number of processing elements, e.g. pes=64 "
+                                              "(rows interleaved over them, as in EIE)"),
+    ),
+    "bitserial": (
+        EngineOption("brick_order", "datapath", choices=("datapath", "stripes"),
+                     hint="conv bricks of 'datapath' order (channel, row, column) or 'stripes' "
+                          "(lanes channels at one kernel position, as the hardware reads them)"),
+        EngineOption("lanes", 16, 1, 4096, hint="activations per SIP brick, e.g. lanes=16 (Stripes)"),
+        EngineOption("msb_first", 0, 0, 1, hint="0: least significant bit first (Stripes), 1: most "
+                                                "significant first"),
+    ),
+}
+"""The options of each datapath engine (:mod:`fxpsim.datapath.engines` runs them), sorted by name."""
+
+
+def engine_options(engine: str, options=(), where: str = "") -> tuple[tuple[str, int | str], ...]:
+    """``options`` (a dict or (name, value) pairs) of ``engine`` checked, defaults filled in, sorted.
+
+    ``where`` (e.g. ``layer fc1``) starts the error messages.
+    """
+    at = f"{where}: " if where else ""
+    if engine == "xnor":
+        raise FxpsimError(f"{at}engine='xnor' runs binary (XNOR-popcount) layers: run BNN models with "
+                          f"`fxpsim binary`; fixed-point layers take {', '.join(ENGINE_OPTIONS)}")
+    check(isinstance(engine, str) and engine in ENGINE_OPTIONS,
+          f"{at}engine={engine!r} is not a datapath engine: use one of {', '.join(ENGINE_OPTIONS)}")
+    try:
+        given = dict(options.items() if isinstance(options, dict) else options)
+    except (TypeError, ValueError):
+        raise FxpsimError(f"{at}engine_options={options!r} is not a mapping of option names to values: "
+                          "give a dict, e.g. {\"pes\": 64}") from None
+    declared = {o.name: o for o in ENGINE_OPTIONS[engine]}
+    unknown = sorted(map(str, set(given) - set(declared)))
+    check(not unknown, f"{at}engine {engine} has no option {unknown[0] if unknown else ''!r} (its options: "
+                       f"{', '.join(declared) or 'none'}): drop it, or choose the engine it belongs to")
+    try:
+        return tuple((name, o.check(engine, given.get(name, o.default))) for name, o in declared.items())
+    except FxpsimError as exc:
+        raise FxpsimError(f"{at}{exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,15 +116,34 @@ class LayerConfig:
     rounding: Rounding = Rounding.NEAREST_EVEN
     a2q: bool = False
     """Shrink each output channel's integer weights to the A2Q L1 bound (Colbert et al. 2023)."""
+    engine: str = "dense"
+    """The datapath engine that runs the layer: dense | sparse | bitserial (:data:`ENGINE_OPTIONS`)."""
+    engine_options: tuple = ()
+    """The engine's options as (name, value) pairs sorted by name, defaults filled in (JSON: a dict)."""
 
     def __post_init__(self) -> None:
         for field in ("fmt_w", "fmt_x", "fmt_y"):
             object.__setattr__(self, field, QFormat.parse(getattr(self, field)))
         object.__setattr__(self, "overflow", parse_overflow(self.overflow))
         object.__setattr__(self, "rounding", parse_rounding(self.rounding))
-        check(isinstance(self.acc_bits, int) and 1 <= self.acc_bits <= MAX_WIDTH,
-              f"layer {self.name}: acc_bits={self.acc_bits!r} must be a whole number in 1..{MAX_WIDTH} "
-              "(the int64 datapath); choose a narrower accumulator")
+        object.__setattr__(self, "engine_options",
+                           engine_options(self.engine, self.engine_options, f"layer {self.name}"))
+        check(isinstance(self.acc_bits, Integral) and not isinstance(self.acc_bits, bool),
+              f"layer {self.name}: acc_bits={self.acc_bits!r} is not an integer: give BW_acc in bits, "
+              "e.g. acc_bits=16")
+        object.__setattr__(self, "acc_bits", int(self.acc_bits))
+        check(1 <= self.acc_bits <= MAX_WIDTH,
+              f"layer {self.name}: acc_bits={self.acc_bits} is outside 1..{MAX_WIDTH}: the int64 datapath "
+              f"holds at most {MAX_WIDTH} accumulator bits; choose BW_acc in that range")
+        prod = self.fmt_x.width + self.fmt_w.width
+        check(prod <= MAX_WIDTH,
+              f"layer {self.name}: product width {self.fmt_x.width} + {self.fmt_w.width} = {prod} bits "
+              f"({self.fmt_x} x {self.fmt_w}) exceeds {MAX_WIDTH}: the exact product must fit int64; "
+              "narrow the operand formats")
+        check(abs(self.shift) <= MAX_WIDTH,
+              f"layer {self.name}: requantization shift FL_acc - FL_y = {self.shift} is beyond "
+              f"+-{MAX_WIDTH} bits ({self.fmt_x} x {self.fmt_w} -> {self.fmt_y}): choose an output "
+              "format closer to the accumulator's")
 
     @property
     def frac_acc(self) -> int:
@@ -58,20 +155,60 @@ class LayerConfig:
         """The accumulator's format: BW_acc bits with FL_acc fraction bits."""
         return QFormat(self.acc_bits - self.frac_acc, self.frac_acc)
 
+    @property
+    def acc_min(self) -> int:
+        """Smallest raw accumulator value, -2**(BW_acc - 1)."""
+        return -(1 << (self.acc_bits - 1))
+
+    @property
+    def acc_max(self) -> int:
+        """Largest raw accumulator value, 2**(BW_acc - 1) - 1."""
+        return (1 << (self.acc_bits - 1)) - 1
+
+    @property
+    def shift(self) -> int:
+        """Requantization shift FL_acc - FL_y (> 0: a rounding right shift; DESIGN.md)."""
+        return self.frac_acc - self.fmt_y.frac_bits
+
+    @property
+    def fmt_bias(self) -> QFormat:
+        """The bias's format: the accumulator's (``ideal``: MAX_WIDTH bits, FL_acc fraction bits)."""
+        width = MAX_WIDTH if self.overflow is Overflow.IDEAL else self.acc_bits
+        return QFormat(width - self.frac_acc, self.frac_acc)
+
     def to_dict(self) -> dict:
         return {"name": self.name, "fmt_w": str(self.fmt_w), "fmt_x": str(self.fmt_x),
                 "fmt_y": str(self.fmt_y), "acc_bits": self.acc_bits,
-                "overflow": self.overflow.value, "rounding": self.rounding.value, "a2q": self.a2q}
+                "overflow": self.overflow.value, "rounding": self.rounding.value, "a2q": self.a2q,
+                **({"engine": self.engine} if self.engine != "dense" else {}),
+                **({"engine_options": dict(self.engine_options)} if self.engine_options else {})}
+
+    @property
+    def options(self) -> dict:
+        """The engine's options as a dict (every declared option, defaults filled in)."""
+        return dict(self.engine_options)
+
+    def with_engine(self, engine: str, **options) -> LayerConfig:
+        """A copy run by ``engine`` with ``options`` (the others at their defaults)."""
+        return replace(self, engine=engine, engine_options=tuple(options.items()))
 
     @classmethod
     def from_dict(cls, d: dict) -> LayerConfig:
         try:
             return cls(name=str(d["name"]), fmt_w=d["fmt_w"], fmt_x=d["fmt_x"], fmt_y=d["fmt_y"],
                        acc_bits=int(d["acc_bits"]), overflow=d.get("overflow", "wrap"),
-                       rounding=d.get("rounding", "nearest-even"), a2q=bool(d.get("a2q", False)))
+                       rounding=d.get("rounding", "nearest-even"), a2q=bool(d.get("a2q", False)),
+                       engine=d.get("engine", "dense"), engine_options=_options_dict(d))
         except (KeyError, TypeError) as exc:
             raise FxpsimError(f"layer config {d!r} lacks {exc}: each layer needs name, fmt_w, fmt_x, "
                               "fmt_y and acc_bits") from None
+
+
+def _options_dict(d: dict) -> dict:
+    opts = d.get("engine_options", {})
+    check(isinstance(opts, dict), f"layer {d.get('name')!r}: engine_options={opts!r} is not a JSON object: "
+                                  "write the options as {\"name\": value, ...}")
+    return opts
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +243,15 @@ class NetworkConfig:
         """A copy with the same change applied to every layer."""
         return NetworkConfig(tuple(replace(layer, **changes) for layer in self.layers))
 
+    def with_engine(self, engine: str, layers=None, **options) -> NetworkConfig:
+        """A copy with the layers named in ``layers`` (default: all) run by ``engine`` with ``options``."""
+        names = set(self.names if layers is None else layers)
+        missing = sorted(names - set(self.names))
+        check(not missing, f"no layer {missing[0] if missing else ''!r} in this config (its layers: "
+                           f"{', '.join(self.names)})")
+        return NetworkConfig(tuple(layer.with_engine(engine, **options) if layer.name in names else layer
+                                   for layer in self.layers))
+
     def table(self):
         """The configuration as a pandas DataFrame, one row per layer."""
         import pandas as pd
@@ -117,6 +263,10 @@ class NetworkConfig:
                          "data_out": str(layer.fmt_y), "acc_bits": layer.acc_bits,
                          "overflow": layer.overflow.value, "rounding": layer.rounding.value,
                          "a2q": layer.a2q})
+        if any(layer.engine != "dense" for layer in self.layers):  # else the table as before engines
+            for row, layer in zip(rows, self.layers):
+                row["engine"] = layer.engine
+                row["engine_options"] = " ".join(f"{k}={v}" for k, v in layer.engine_options)
         return pd.DataFrame(rows)
 
     def to_json(self) -> str:

@@ -10,7 +10,8 @@ In a stage, on integers only: weights are quantized to ``fmt_w``, the bias
 into the accumulator format (BW_acc bits, FL_acc = FL_w + FL_x; saturated
 there, as a bias register would be), every MAC goes through the
 accumulator with the layer's overflow mode, the accumulator is requantized
-to ``fmt_y`` and the activation applied (``fxpsim.kernels``). Max pooling
+to ``fmt_y`` and the activation applied, on the engine the config names
+(:mod:`fxpsim.datapath.engines`: dense, sparse, bitserial). Max pooling
 is exact on integers; average pooling sums and divides with the layer's
 rounding; tanh and sigmoid are look-up tables (dequantize, evaluate,
 quantize to ``fmt_y``). The logits are dequantized and the argmax taken:
@@ -21,16 +22,17 @@ rounding shift and saturation when the two differ.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import kernels
 from .config import LayerConfig, NetworkConfig
 from .constraints import LayerRanges, a2q_weights
+from .datapath.engines import ENGINES, DenseEngine, EngineResult
 from .errors import FxpsimError, check
 from .network import pool_reduce
-from .qformat import (MAX_WIDTH, Overflow, QFormat, Rounding, convert, dequantize, int_bits_for,
+from .qformat import (QFormat, Rounding, convert, dequantize, int_bits_for,
                       quantize, shift_round)
 
 COMPUTE_KINDS = ("dense", "conv2d")
@@ -143,6 +145,9 @@ class SimResult:
     layer_stats: list[LayerStats]
     accuracy: float | None = None
     float_accuracy: float | None = None
+    engine_extras: list = field(default_factory=list)
+    """Per stage, its engine's extras summed over the batches (sparse: SparseLayerStats; bitserial:
+    BitSerialCycles; dense: None)."""
 
     def stats_table(self):
         import pandas as pd
@@ -196,10 +201,18 @@ def _post_int(op: str, layer, raw: np.ndarray, fmt: QFormat, cfg: LayerConfig, s
 
 
 class Simulator:
-    """A network cut into integer stages, runnable stage by stage (searches reuse prefixes)."""
+    """A network cut into integer stages, each run on the engine its config names.
+
+    ``cfg.engine`` (dense | sparse | bitserial, :mod:`fxpsim.datapath.engines`)
+    picks the datapath per stage; stage cutting, quantization, conversion
+    between stages, pooling and the statistics are the same for all.
+    ``backend`` swaps the dense engine's kernels (``fxpsim.kernels.reference``
+    gives the Python-int twin). Searches reuse prefixes (:class:`Evaluator`).
+    """
 
     def __init__(self, model, seed: int = 0, backend=None):
-        self.backend = backend or kernels  # fxpsim.kernels.reference gives the slow twin
+        self.backend = backend or kernels
+        self.engines = dict(ENGINES, dense=DenseEngine(self.backend.dense, self.backend.conv2d))
         self.model = model
         self.network = getattr(model, "network", model)
         self.preprocess = getattr(model, "preprocess", None)
@@ -219,14 +232,18 @@ class Simulator:
         return x
 
     def check_config(self, config: NetworkConfig) -> None:
-        """The config must name the model's compute layers, in order."""
+        """The config must name the model's compute layers, in order, on engines that run them."""
         check(len(config) == len(self.stages),
               f"the config has {len(config)} layers but the model has {len(self.stages)} compute "
               f"layers ({', '.join(self.names)}): make a config for this model")
-        for cfg, stage in zip(config, self.stages):
+        for i, (cfg, stage) in enumerate(zip(config, self.stages)):
             check(cfg.name == stage.name,
                   f"config layer {cfg.name!r} does not match the model's layer {stage.name!r} "
                   f"(model layers: {', '.join(self.names)})")
+            engine = self.engines[self.stage_config(i, cfg).engine]
+            check(stage.kind in engine.kinds,
+                  f"layer {stage.name} is {stage.kind}, which engine {engine.name} does not run (it runs "
+                  f"{', '.join(engine.kinds)}): give the layer another engine")
 
     # --- float reference -------------------------------------------------
     def float_trace(self, x: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -244,6 +261,10 @@ class Simulator:
         return trace
 
     # --- integer datapath -------------------------------------------------
+    def stage_config(self, i: int, cfg: LayerConfig) -> LayerConfig:
+        """The config stage ``i`` runs under: ``cfg`` itself (a subclass may pin an engine)."""
+        return cfg
+
     def quantized_params(self, i: int, cfg: LayerConfig) -> tuple[np.ndarray, np.ndarray]:
         """Raw weights in ``fmt_w`` and raw bias in the accumulator format of stage ``i``."""
         s = self.stages[i]
@@ -252,31 +273,24 @@ class Simulator:
                                cfg.acc_bits, cfg.rounding)
         else:
             w = quantize(s.W, cfg.fmt_w, cfg.rounding, "clip", self.seed)
-        fl_acc = cfg.frac_acc
-        acc_width = MAX_WIDTH if cfg.overflow is Overflow.IDEAL else cfg.acc_bits
-        b = quantize(s.b, QFormat(acc_width - fl_acc, fl_acc), cfg.rounding, "clip", self.seed)
-        return w, b
+        return w, quantize(s.b, cfg.fmt_bias, cfg.rounding, "clip", self.seed)
 
-    def kernel_args(self, i: int, cfg: LayerConfig) -> dict:
-        """The datapath keywords of stage ``i`` under ``cfg`` (formats, accumulator, activation)."""
-        return dict(fmt_x=cfg.fmt_x, fmt_w=cfg.fmt_w, fmt_y=cfg.fmt_y, acc_bits=cfg.acc_bits,
-                    overflow=cfg.overflow.value, rounding=cfg.rounding.value,
-                    activation="relu" if self.stages[i].relu else "none", seed=self.seed)
+    def stage_params(self, i: int, cfg: LayerConfig):
+        """Stage ``i``'s weights as its engine stores them (``prepare``) and its raw bias."""
+        cfg = self.stage_config(i, cfg)
+        w, b = self.quantized_params(i, cfg)
+        return self.engines[cfg.engine].prepare(self.stages[i], w, cfg), b
 
-    def run_kernel(self, i: int, x_raw: np.ndarray, w, b, cfg: LayerConfig):
-        """Stage ``i``'s Dense/Conv2D on the backend: a result with raw ``y`` and ``stats``.
-
-        The hook another datapath overrides (``fxpsim.sparse.netsim.SparseSimulator``).
-        """
-        s, common = self.stages[i], self.kernel_args(i, cfg)
-        if s.kind == "dense":
-            return self.backend.dense(x_raw.reshape(x_raw.shape[0], -1), w, b, **common)
-        return self.backend.conv2d(x_raw, w, b, stride=s.stride, padding=s.padding, **common)
+    def run_kernel(self, i: int, x_raw: np.ndarray, w, b, cfg: LayerConfig) -> EngineResult:
+        """Stage ``i``'s Dense/Conv2D on the engine ``cfg`` names: raw ``y``, ``acc``, ``stats``
+        (:class:`~fxpsim.datapath.engines.EngineStats`, the engine's ``extras`` inside)."""
+        return self.engines[cfg.engine].run(self.stages[i], x_raw, w, b, cfg, self.seed)
 
     def run_stage(self, i: int, x_raw: np.ndarray, cfg: LayerConfig, params=None):
         """Stage ``i`` on raw inputs in ``cfg.fmt_x``: (kernel output raw, stage output raw, stats)."""
         s = self.stages[i]
-        w, b = params if params is not None else self.quantized_params(i, cfg)
+        w, b = params if params is not None else self.stage_params(i, cfg)
+        cfg = self.stage_config(i, cfg)
         res = self.run_kernel(i, x_raw, w, b, cfg)
         out = res.y
         for op, layer in s.post:
@@ -286,41 +300,100 @@ class Simulator:
     def simulate(self, x, config: NetworkConfig, y=None, batch_size: int = 2000,
                  prepared: bool = False) -> SimResult:
         """Run ``config`` on inputs ``x`` (labels ``y`` optional): predictions and stats."""
-        self.check_config(config)
+        return self._simulate(x, (config,), y, batch_size, prepared)[0][0]
+
+    def compare(self, x, config: NetworkConfig, reference: NetworkConfig, y=None, batch_size: int = 2000,
+                prepared: bool = False) -> Comparison:
+        """``config`` and ``reference`` (e.g. the same formats on another engine) on the same inputs:
+        both results and, per stage, how many raw kernel outputs are equal."""
+        for a, b in zip(config, reference):
+            check(a.fmt_y == b.fmt_y, f"layer {a.name}: output formats {a.fmt_y} and {b.fmt_y} differ: "
+                                      "compare configs of the same output formats")
+        (res, ref), equal = self._simulate(x, (config, reference), y, batch_size, prepared)
+        stages = tuple(StageAgreement(s.name, cfg.engine, st.outputs, int(e))
+                       for s, cfg, st, e in zip(self.stages, config, res.layer_stats, equal))
+        return Comparison(res, ref, stages)
+
+    def _simulate(self, x, configs, y, batch_size, prepared):
+        """Each config on the same batches: its SimResult, and per stage the kernel outputs equal
+        to the first config's."""
+        for config in configs:
+            self.check_config(config)
         n = len(x)
         check(n > 0, "no input samples to simulate")
-        params = [self.quantized_params(i, cfg) for i, cfg in enumerate(config)]
-        acc = [_StatsAccumulator(s.name, s.fan_in) for s in self.stages]
-        logits, float_logits = [], []
+        params = [[self.stage_params(i, cfg) for i, cfg in enumerate(c)] for c in configs]
+        acc = [[_StatsAccumulator(s.name, s.fan_in) for s in self.stages] for _ in configs]
+        equal = np.zeros(len(self.stages), np.int64)
+        logits, float_logits = [[] for _ in configs], []
         for lo in range(0, n, batch_size):
             xb = x[lo:lo + batch_size]
             xf = xb if prepared else self.prepare(xb)
             trace = self.float_trace(xf)
-            h = quantize(xf, config[0].fmt_x, config[0].rounding, "clip", self.seed)
-            for i, cfg in enumerate(config):
-                if i > 0:
-                    h = convert_raw(h, config[i - 1].fmt_y, cfg.fmt_x, cfg.rounding, self.seed)
-                kernel_y, h, stats = self.run_stage(i, h, cfg, params[i])
-                acc[i].add(stats, dequantize(kernel_y, cfg.fmt_y), trace[i][0], cfg.fmt_y)
-            logits.append(dequantize(h, config[-1].fmt_y).reshape(len(xb), -1))
+            first = []
+            for j, config in enumerate(configs):
+                h = quantize(xf, config[0].fmt_x, config[0].rounding, "clip", self.seed)
+                for i, cfg in enumerate(config):
+                    if i > 0:
+                        h = convert_raw(h, config[i - 1].fmt_y, cfg.fmt_x, cfg.rounding, self.seed)
+                    kernel_y, h, stats = self.run_stage(i, h, cfg, params[j][i])
+                    acc[j][i].add(stats, dequantize(kernel_y, cfg.fmt_y), trace[i][0], cfg.fmt_y)
+                    if j == 0:
+                        first.append(kernel_y)
+                    else:
+                        equal[i] += np.count_nonzero(kernel_y == first[i])
+                logits[j].append(dequantize(h, config[-1].fmt_y).reshape(len(xb), -1))
             float_logits.append(trace[-1][1].reshape(len(xb), -1))
-        logits = np.concatenate(logits)
         float_logits = np.concatenate(float_logits)
-        pred = logits.argmax(axis=1)
-        result = SimResult(pred, logits, [a.result(config[i]) for i, a in enumerate(acc)])
-        if y is not None:
-            y = np.asarray(y)
-            result.accuracy = float(np.mean(pred == y))
-            result.float_accuracy = float(np.mean(float_logits.argmax(axis=1) == y))
-        return result
+        results = []
+        for j, config in enumerate(configs):
+            lg = np.concatenate(logits[j])
+            pred = lg.argmax(axis=1)
+            result = SimResult(pred, lg, [a.result(config[i]) for i, a in enumerate(acc[j])],
+                               engine_extras=[a.extras for a in acc[j]])
+            if y is not None:
+                yy = np.asarray(y)
+                result.accuracy = float(np.mean(pred == yy))
+                result.float_accuracy = float(np.mean(float_logits.argmax(axis=1) == yy))
+            results.append(result)
+        return results, equal
+
+
+@dataclass(frozen=True, slots=True)
+class StageAgreement:
+    """One stage of :meth:`Simulator.compare`: its engine, kernel outputs, and how many equal the reference's."""
+
+    layer: str
+    engine: str
+    outputs: int
+    outputs_equal: int
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """:meth:`Simulator.compare`: the run, the reference run and the per-stage agreement."""
+
+    result: SimResult
+    reference: SimResult
+    stages: tuple[StageAgreement, ...]
+
+    @property
+    def logits_identical(self) -> bool:
+        """True when every logit equals the reference's, bit for bit."""
+        return bool(np.array_equal(self.result.logits, self.reference.logits))
+
+    @property
+    def images_differing(self) -> int:
+        """Images with at least one logit that differs from the reference's."""
+        return int(np.count_nonzero((self.result.logits != self.reference.logits).any(axis=1)))
 
 
 class _StatsAccumulator:
-    """Sums a stage's statistics over batches."""
+    """Sums a stage's statistics (and its engine's extras) over batches."""
 
     def __init__(self, name: str, fan_in: int):
         self.name, self.fan_in = name, fan_in
         self.additions = self.overflows = self.outputs = self.affected = self.max_abs = 0
+        self.extras = None
         self.lo, self.hi, self.err = np.inf, -np.inf, 0.0
         self.out_of_format = 0
 
@@ -329,6 +402,9 @@ class _StatsAccumulator:
         self.overflows += int(stats.overflow_count)
         self.affected += int(stats.outputs_affected)
         self.max_abs = max(self.max_abs, int(stats.max_abs_acc))
+        extras = getattr(stats, "extras", None)
+        if extras is not None:
+            self.extras = extras if self.extras is None else self.extras + extras
         self.outputs += int(y_hat.size)
         if y_hat.size:
             self.lo, self.hi = min(self.lo, float(y_hat.min())), max(self.hi, float(y_hat.max()))
@@ -424,7 +500,9 @@ class Evaluator:
 
     Searches change one layer at a time; the raw output of stages whose
     configs (and all earlier ones) are unchanged is kept in a cache of at
-    most ``cache_mb`` megabytes (oldest entries leave first).
+    most ``cache_mb`` megabytes (oldest entries leave first). A stage the
+    cache serves returns the stats of the run that filled it, the engine's
+    ``extras`` (cycles) inside: per calibration set, counted once.
     """
 
     def __init__(self, sim: Simulator, x, y, prepared: bool = False, cache_mb: float = 512):
@@ -440,10 +518,11 @@ class Evaluator:
         self.evaluations = 0
 
     def _params_for(self, i: int, cfg: LayerConfig):
-        """Stage ``i``'s quantized weights and bias, cached on the whole frozen ``cfg`` (a2q too)."""
+        """Stage ``i``'s weights as its engine stores them and its bias, cached on the whole frozen
+        ``cfg`` (a2q, engine and options too)."""
         key = (i, cfg)
         if key not in self._params:
-            self._params[key] = self.sim.quantized_params(i, cfg)
+            self._params[key] = self.sim.stage_params(i, cfg)
         return self._params[key]
 
     def stage_outputs(self, config: NetworkConfig, upto: int | None = None):

@@ -15,7 +15,7 @@ from fxpsim.search import (acc_bits_sweep, accumulator_search, check_acc_bits, l
                            overflow_case_study, required_accumulator_table, tolerance_search,
                            traffic_ratio, layer_shapes)
 from fxpsim.simulate import Evaluator, Simulator, profile
-from fxpsim.sweep import WHAT, sweep, wide_config
+from fxpsim.search.sweeps import WHAT, sweep, wide_config
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 from fxpsim.train.data import load_dataset

@@ -1,11 +1,14 @@
 """Whole-network integer simulation: folding, exactness against the Python-int twin, configs."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from fxpsim.config import LayerConfig, NetworkConfig
+from fxpsim.datapath.engines import BitSerialCycles, SparseLayerStats
+from fxpsim.experiments.stripes import nonnegative_inputs, unsigned_inputs
 from fxpsim.errors import FxpsimError
 from fxpsim.kernels import reference
 from fxpsim.modelfile import load_model
@@ -152,3 +155,117 @@ def test_outputs_outside_their_format_are_counted_per_layer():
     narrow = cfg.with_layer(0, fmt_y=QFormat(1, 6)).with_layer(1, fmt_x=QFormat(1, 6))
     stats = sim.simulate(x, narrow).layer_stats
     assert stats[0].outputs_out_of_format > 0 and stats[0].out_max <= QFormat(1, 6).max_value
+
+
+# ---------------------------------------------------------------- engines per stage (issue 13 item 3)
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+def _narrow_config(sim, digits, overflow):
+    """8-bit formats, 12-bit accumulators: every model overflows in its first layer."""
+    return config_from_profile(profile(sim, digits.x_train[:200]), weight_bits=8, data_bits=8, acc_bits=12,
+                               overflow=overflow)
+
+
+def _engine_cases():
+    for name in ("digits-mlp", "digits-cnn"):
+        for overflow in ("wrap", "clip", "ideal"):
+            yield name, overflow, "sparse", dict(pes=4, index_bits=2)
+        for overflow in ("wrap", "ideal"):
+            yield name, overflow, "bitserial", dict(lanes=16)
+        yield name, "wrap", "bitserial", dict(lanes=3, msb_first=1, brick_order="stripes")
+        yield name, "clip", "bitserial", dict(lanes=1)  # unsigned inputs (stage 0 stays dense)
+
+
+@pytest.mark.parametrize("name, overflow, engine, options", list(_engine_cases()))
+def test_every_engine_equals_the_dense_run_where_the_semantics_say_so(digits, name, overflow, engine, options):
+    """Sparse: always bit-identical; bit-serial: wrap/ideal always, clip with unsigned activations and
+    lanes=1. Logits, every stage's raw kernel and stage outputs (also through an Evaluator), and the
+    statistics are equal, but those of each engine's own sequence of additions: ``additions`` (sparse
+    skips zero terms) and, bit-serial, ``overflow_count``/``outputs_affected`` (one addition per bit)."""
+    sim = Simulator(load_model(MODELS / f"{name}.npz"))
+    dense = _narrow_config(sim, digits, overflow)
+    layers = None
+    if engine == "bitserial" and overflow == "clip":
+        dense = unsigned_inputs(dense, nonnegative_inputs(sim.stages))
+        layers = dense.names[1:]  # the first layer's input is signed (standardized pixels)
+        assert all(not c.fmt_x.signed for c in dense.layers[1:])
+    cfg = dense.with_engine(engine, layers, **options)
+    assert all(sim.engines[c.engine].equals_dense(c) for c in cfg)
+    cmp = sim.compare(digits.x_test, cfg, dense, digits.y_test, batch_size=300)  # two batches
+    np.testing.assert_array_equal(cmp.result.logits, cmp.reference.logits)
+    assert cmp.logits_identical and cmp.images_differing == 0
+    assert all(a.outputs_equal == a.outputs > 0 for a in cmp.stages)
+    assert cmp.result.accuracy == cmp.reference.accuracy
+    own = dict(additions=0) if engine == "sparse" else dict(additions=0, overflow_count=0, outputs_affected=0)
+    for got, want, c in zip(cmp.result.layer_stats, cmp.reference.layer_stats, cfg):
+        if c.engine != "dense":
+            got, want = replace(got, **own), replace(want, **own)
+        assert got == want
+    overflows = sum(s.overflow_count for s in cmp.reference.layer_stats)
+    assert overflows > 0 if overflow != "ideal" else overflows == 0
+    kind = SparseLayerStats if engine == "sparse" else BitSerialCycles
+    ran = [c.engine != "dense" for c in cfg]
+    assert [isinstance(e, kind) for e in cmp.result.engine_extras] == ran
+    assert [e is None for e in cmp.reference.engine_extras] == [True] * len(cfg)
+    for got, want, on in zip(cmp.result.layer_stats, cmp.reference.layer_stats, ran):
+        assert (got.additions != want.additions) == on  # the engine's own count: it did run
+    x, y = digits.x_test[:120], digits.y_test[:120]
+    for (ek, ey, es), (dk, dy, ds) in zip(Evaluator(sim, x, y).stage_outputs(cfg),
+                                          Evaluator(sim, x, y).stage_outputs(dense)):
+        np.testing.assert_array_equal(ek, dk)
+        np.testing.assert_array_equal(ey, dy)
+        if es.extras is not None:
+            es, ds = replace(es, **own), replace(ds, **own)
+        assert es == ds
+
+
+def test_bit_serial_clip_of_signed_bricks_may_differ_and_is_counted(digits):
+    """Clip with signed activations and lanes > 1 adds other partial sums: outputs can differ, and the
+    comparison counts them per stage (the semantics do not promise equality here)."""
+    sim = Simulator(load_model(MODELS / "digits-mlp.npz"))
+    dense = _narrow_config(sim, digits, "clip")
+    cfg = dense.with_engine("bitserial", lanes=16)
+    assert not sim.engines["bitserial"].equals_dense(cfg[0])
+    cmp = sim.compare(digits.x_test, cfg, dense, digits.y_test)
+    assert not cmp.logits_identical and cmp.images_differing > 0
+    assert 0 < cmp.stages[0].outputs_equal < cmp.stages[0].outputs
+    assert cmp.stages[0].engine == "bitserial"
+
+
+def test_a_stage_the_evaluator_cache_serves_keeps_its_engine_extras(digits):
+    """The cycles ride in the stats of each stage output, so a cached stage reports the timing of
+    the run that filled the cache: the same as a fresh simulation of the same images."""
+    sim = Simulator(load_model(MODELS / "digits-cnn.npz"))
+    cfg = _narrow_config(sim, digits, "wrap").with_engine("sparse", pes=8)
+    x, y = digits.x_test[:100], digits.y_test[:100]
+    ev = Evaluator(sim, x, y)
+    first = [st.extras for _, _, st in ev.stage_outputs(cfg)]
+    served = [st.extras for _, _, st in ev.stage_outputs(cfg)]  # every stage from the cache
+    fresh = sim.simulate(x, cfg, y).engine_extras
+    for a, b, c in zip(first, served, fresh):
+        assert a.record() == b.record() == c.record() and c.images == 100
+
+
+def test_bit_serial_cycles_add_up_over_batches(digits):
+    sim = Simulator(load_model(MODELS / "digits-cnn.npz"))
+    cfg = _narrow_config(sim, digits, "wrap").with_engine("bitserial", lanes=4)
+    one = sim.simulate(digits.x_test, cfg, batch_size=1000).engine_extras
+    many = sim.simulate(digits.x_test, cfg, batch_size=100).engine_extras
+    assert one == many
+    for e, s, c in zip(one, sim.stages, cfg):
+        k = s.fan_in
+        assert e.cycles_per_output == -(-k // 4) * c.fmt_x.width  # ceil(K / lanes) * p
+        assert e.sip_cycles == e.outputs * e.cycles_per_output
+
+
+def test_sparse_engine_refuses_too_many_pes_before_allocating():
+    net = build_network("fc2", (20000,), 2)
+    sim = Simulator(net)
+    cfg = NetworkConfig((LayerConfig("fc1", "Q1.7", "Q1.7", "Q4.4", 24).with_engine("sparse", pes=4096),))
+    with pytest.raises(FxpsimError, match=r"layer fc1: pes=4096 x 20000 input columns need 1250 MiB .* use "
+                                          r"fewer PEs"):
+        sim.simulate(np.zeros((1, 20000)), cfg)

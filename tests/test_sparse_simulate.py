@@ -17,7 +17,7 @@ from fxpsim.qformat import QFormat
 from fxpsim.simulate import Evaluator, Simulator, config_from_profile, profile
 from fxpsim.sparse.csc import encode
 from fxpsim.sparse.kernel import sparse_conv2d
-from fxpsim.sparse.netsim import SparseSimulator
+from fxpsim.sparse.netsim import SparseSimulator, cycle_stats, sparse_config
 from fxpsim.sparse.pe import eie_matrix
 from fxpsim.sparse.prune import apply_mask, sparsity_mask
 from fxpsim.train.data import load_dataset
@@ -136,7 +136,7 @@ def test_cycles_with_padding_by_hand():
 
 def test_bad_arguments_are_one_line_errors():
     net = _hand_net()
-    with pytest.raises(FxpsimError, match="n_pes=0"):
+    with pytest.raises(FxpsimError, match=r"pes=0 is outside \[1, 4096\]"):
         SparseSimulator(net, n_pes=0)
     with pytest.raises(FxpsimError, match=r"index_bits=17 is outside \[1, 16\]"):
         SparseSimulator(net, index_bits=17)
@@ -201,5 +201,76 @@ def test_sparse_conv2d_equals_the_dense_conv(stride, padding, overflow):
     np.testing.assert_array_equal(sp.y, de.y)
     np.testing.assert_array_equal(sp.acc, de.acc)
     assert replace(sp.stats, additions=0) == replace(de.stats, additions=0) and de.stats.overflow_count > 0
-    with pytest.raises(FxpsimError, match="stochastic"):
-        sparse_conv2d(x, encode(eie_matrix(w), 2, 2), b, kernel_size=3, **dict(cfg, rounding="stochastic"), seed=1)
+    # stochastic rounding: the core's counter-based draw per output of the dense layout, on both paths
+    sto = dict(cfg, fmt_y=QFormat(3, 3), rounding="stochastic", seed=1)
+    np.testing.assert_array_equal(
+        sparse_conv2d(x, encode(eie_matrix(w), 2, 2), b, kernel_size=3, stride=stride, padding=padding, **sto).y,
+        conv2d(x, w, b, stride=stride, padding=padding, **sto).y)
+
+
+# ---------------------------------------------------------------- the sparse engine by config
+
+def test_sparse_simulator_is_the_sparse_engine_named_by_the_config(pruned, digits):
+    """SparseSimulator == Simulator on sparse_config(...): the same logits, stats and cycles; an
+    Evaluator on either serves cached stages with their cycles (counted once, never missed)."""
+    model = load_model(pruned["digits-cnn"])
+    sim = Simulator(model)
+    cfg = _narrow(sim, digits.x_train[:200], "clip")
+    named = sparse_config(cfg, sim.stages, 4, 2, conv=True, conv_index_bits=3)
+    assert [(c.engine, c.options.get("index_bits")) for c in named] == [("sparse", 3)] * 2 + [("sparse", 2)] * 2
+    assert [c.engine for c in sparse_config(cfg, sim.stages)] == ["dense", "dense", "sparse", "sparse"]
+    x, y = digits.x_test[:150], digits.y_test[:150]
+    by_class = SparseSimulator(model, 4, 2, conv=True, conv_index_bits=3).simulate(x, cfg, y)
+    by_config = sim.simulate(x, named, y)
+    np.testing.assert_array_equal(by_class.logits, by_config.logits)
+    assert by_class.layer_stats == by_config.layer_stats
+    want = [s.record() for s in cycle_stats(by_config.engine_extras)]
+    assert [s.record() for s in by_class.cycle_stats] == want and len(want) == 4
+    for ev_sim, config in ((sim, named), (SparseSimulator(model, 4, 2, conv=True, conv_index_bits=3), cfg)):
+        ev = Evaluator(ev_sim, x, y)
+        ev.accuracy(config)
+        served = ev.stage_outputs(config)  # every stage from the cache now
+        assert [s.record() for s in cycle_stats(served)] == want
+
+
+def test_cli_config_naming_sparse_equals_the_sparse_shorthand(pruned, digits, tmp_path, capsys):
+    model = load_model(pruned["digits-mlp"])
+    sim = Simulator(model)
+    cfg = _narrow(sim, digits.x_train[:200], "wrap")
+    dense_path = cfg.save(tmp_path / "dense.json")
+    sparse_path = sparse_config(cfg, sim.stages, 8, 3).save(tmp_path / "sparse.json")
+    outs = []
+    for argv, out in ((["--config", dense_path, "--sparse", "--pes", "8", "--index-bits", "3"], "a"),
+                      (["--config", sparse_path], "b")):
+        rc = main(["eval", str(pruned["digits-mlp"]), *map(str, argv), "--images", "200", "--report",
+                   "--out", str(tmp_path / out)])
+        assert rc == 0
+        outs.append(capsys.readouterr().out.replace(str(tmp_path / out), "OUT").splitlines()[4:])  # past "config F:"
+    assert outs[0] == outs[1]
+    assert "sparse accuracy" in outs[0][-1] and "bit-identical to the dense integer run" in outs[0][-1]
+    for suffix in (".csv", ".md"):
+        name = f"digits-mlp-pruned-8pe-sparse{suffix}"
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+@pytest.mark.parametrize("overflow, lanes, needle, rc", [
+    ("wrap", 16, "bit-serial accuracy", 0),
+    ("clip", 16, "DIFFERENT from", 0),  # signed bricks under clip: allowed to differ, said so
+])
+def test_cli_config_naming_bitserial_runs_it_and_checks_it(tmp_path, capsys, digits, overflow, lanes, needle, rc):
+    model = MODELS / "digits-mlp.npz"
+    sim = Simulator(load_model(model))
+    cfg = _narrow(sim, digits.x_train[:200], overflow).with_engine("bitserial", ["fc1"], lanes=lanes)
+    code = main(["eval", str(model), "--config", str(cfg.save(tmp_path / "c.json")), "--images", "100"])
+    out = capsys.readouterr().out
+    assert code == rc and needle in out.splitlines()[-1]
+    assert "bit-serial datapath (Stripes)" in out and "sip_cycles" in out
+    if overflow == "clip":
+        assert "(allowed: clip on the bit-serial engine" in out
+
+
+def test_cli_report_needs_a_sparse_layer(pruned, tmp_path, capsys):
+    rc = main(["eval", str(pruned["digits-mlp"]), "--report", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--report writes the cycle table of the sparse layers" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "r").exists()

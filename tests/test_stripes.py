@@ -8,12 +8,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import fxpsim.kernels.reference as kref
-from fxpsim import kernels
-from fxpsim.errors import FxpsimError
-from fxpsim.kernels.datapath import im2col
-from fxpsim.qformat import QFormat
+import fxpsim.datapath.dense as kernels
+import fxpsim.datapath.reference as kref
 from fxpsim.datapath.bitserial import _bit_parallel, bit_serial_conv2d, bit_serial_dense, clip_safe
+from fxpsim.datapath.core import im2col
+from fxpsim.errors import FxpsimError
+from fxpsim.qformat import QFormat
 from fxpsim.timing.stripes import AcceleratorConfig, LayerShape, parse_profile, time_layer, time_network
 from strategies import (bit_serial_conv_st, bit_serial_dense_st, deterministic_rounding_st,
                         layer_shape_st, overflow_st, precision_profile_st)

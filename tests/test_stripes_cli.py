@@ -1,6 +1,7 @@
 """`fxpsim stripes`: trained models timed by their shapes, profiles searched/given/loaded, bad input."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -10,9 +11,9 @@ from fxpsim.cli import main
 from fxpsim.cli.common import calibration_set
 from fxpsim.config import NetworkConfig
 from fxpsim.errors import FxpsimError
-from fxpsim.experiments.stripes import (StripesStudy, fold_input_scaling, nonnegative_inputs, run_study,
-                                        unsigned_inputs)
-from fxpsim.modelfile import Model, save_model
+from fxpsim.experiments.stripes import (StripesStudy, check_bit_serial, fold_input_scaling, nonnegative_inputs,
+                                        run_study, unsigned_inputs)
+from fxpsim.modelfile import Model, load_model, save_model
 from fxpsim.network import build_network
 from fxpsim.qformat import QFormat
 from fxpsim.reports import format_csv_float
@@ -319,3 +320,52 @@ def test_cli_raw_input_search_drops_the_first_sign_bit(tiny, tmp_path, capsys):
     assert summ.loc["98 %, no sign bit", "precisions"] == nosign
     assert "pixels / 256" in (tmp_path / "tiny_stripes_raw.md").read_text()
     assert "--raw-input" in _bad(capsys, path, "--raw-input", "--profile", "3", "--out", tmp_path)
+
+
+# ---------------------------------------------------------------- --simulate: the whole network bit-serially
+
+DIGITS_CNN = Path(__file__).resolve().parents[1] / "models" / "digits-cnn.npz"
+
+
+def test_cli_simulate_runs_every_layer_bit_serially_next_to_the_timing(tmp_path, capsys):
+    """The digits CNN under a given config (wide formats, ideal accumulators): every layer on the
+    bit-serial engine, logits bit-identical to the bit-parallel run, per layer all outputs equal;
+    the timing columns are those of the run without --simulate."""
+    model = load_model(DIGITS_CNN)
+    sim = Simulator(model)
+    data = load_dataset("digits")
+    cfg = wide_config(profile(sim, data.x_train[:100]), frac_bits=6)
+    cfg_path = cfg.save(tmp_path / "wide.json")
+    rc, out, _ = _run(capsys, DIGITS_CNN, "--config", cfg_path, "--out", tmp_path / "plain")
+    assert rc == 0
+    rc, out, _ = _run(capsys, DIGITS_CNN, "--config", cfg_path, "--simulate", "--out", tmp_path / "sim")
+    assert rc == 0 and "Simulated (--simulate)" in out
+    plain = _csv(tmp_path / "plain", "digits-cnn_stripes_wide")
+    df = _csv(tmp_path / "sim", "digits-cnn_stripes_wide")
+    assert "outputs_equal" not in plain.columns
+    pd.testing.assert_frame_equal(df[plain.columns], plain)
+    layers = df[df["kind"] != "total"]
+    assert list(layers["layer"]) == sim.names and (layers["outputs"] > 0).all()
+    assert (df["outputs_equal"] == df["outputs"]).all()
+    totals = df[df["kind"] == "total"].set_index("layer")
+    assert totals.loc["total (network)", "outputs"] == layers["outputs"].sum()
+    summ = _csv(tmp_path / "sim", "digits-cnn_stripes_wide_summary")
+    want = sim.simulate(data.x_test, cfg, data.y_test).accuracy
+    assert bool(summ.loc[0, "logits_identical"]) and summ.loc[0, "images_differing"] == 0
+    assert summ.loc[0, "bitserial_test_accuracy"] == summ.loc[0, "bitparallel_test_accuracy"] == _as_written(want)
+    assert "bit-identical in every run" in (tmp_path / "sim" / "digits-cnn_stripes_wide.md").read_text()
+    # the library call behind it: every layer bit-serial, Stripes' bricks of the given lanes
+    check = check_bit_serial(sim, cfg, data.x_test[:50], data.y_test[:50], lanes=4)
+    assert [a.engine for a in check.stages] == ["bitserial"] * 4 and check.lanes == 4
+    assert check.logits_identical and check.bitserial_accuracy == check.bitparallel_accuracy
+
+
+def test_cli_simulate_bad_input_is_one_line(tmp_path, capsys):
+    out = ["--out", tmp_path]
+    assert "--simulate runs the network under its data formats" in _bad(
+        capsys, DIGITS_CNN, "--profile", "3-3", "--simulate", *out)
+    assert "--simulate runs a trained network: give a MODEL" in _bad(
+        capsys, "--shapes", "lenet-caffe", "--profile", "2-3", "--simulate", *out)
+    with pytest.raises(FxpsimError, match="a --profile does not give"):
+        StripesStudy(shapes_from_network(load_model(DIGITS_CNN)), "s", "d", profile="3-3", simulate=True)
+    assert not list(tmp_path.glob("*.csv"))

@@ -1,7 +1,7 @@
 """Binary and ternary layers on packed bits: validation, packing, kernel call.
 
 Each public function checks its input in Python (one-line FxpsimError),
-packs, calls a kernel from :mod:`fxpsim.binary.kernels` and returns a
+packs, calls a kernel from :mod:`fxpsim.datapath.xnor` and returns a
 :class:`BinaryResult` with the integer dots and the popcount-width report.
 
 Accumulation order: the popcount of a word pair is exact and integer
@@ -34,11 +34,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
+from ..datapath import core
+from ..datapath import xnor as kernels
+from ..datapath.xnor import PopcountWidth, popcount_width
 from ..errors import FxpsimError, check
+from ..graph.geometry import conv_out_size
 from ..qformat import QFormat, wrap_raw
-from . import kernels
 from .packing import (
     PackedBits,
     PackedWeights,
@@ -52,7 +54,6 @@ from .packing import (
     pack_ternary_weights,
     pack_weights,
 )
-from .popcount import PopcountWidth, popcount_width
 
 PAD_MODES = ("zero", "minus-one")
 
@@ -188,11 +189,6 @@ def _bitplane_sum(planes: np.ndarray, coef: np.ndarray, pw: PackedWeights, paral
     return np.tensordot(coef, dots, axes=(0, 0))
 
 
-def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
-    """Output length ``(size + 2*padding - kernel) // stride + 1``."""
-    return (size + 2 * padding - kernel) // stride + 1
-
-
 def _conv_geometry(x_shape, w_shape, stride: int, padding: int) -> tuple[int, int]:
     check(len(x_shape) == 4, f"conv input has shape {x_shape}: conv inputs are NCHW (B, C, H, W)")
     check(len(w_shape) == 4, f"conv weights have shape {w_shape}: conv weights are (F, C, kh, kw)")
@@ -201,8 +197,8 @@ def _conv_geometry(x_shape, w_shape, stride: int, padding: int) -> tuple[int, in
     check(isinstance(stride, (int, np.integer)) and stride >= 1, f"stride={stride!r} must be an integer >= 1")
     check(isinstance(padding, (int, np.integer)) and padding >= 0,
           f"padding={padding!r} must be an integer >= 0")
-    oh = conv_output_size(x_shape[2], w_shape[2], stride, padding)
-    ow = conv_output_size(x_shape[3], w_shape[3], stride, padding)
+    oh = conv_out_size(x_shape[2], w_shape[2], stride, padding)
+    ow = conv_out_size(x_shape[3], w_shape[3], stride, padding)
     check(oh >= 1 and ow >= 1,
           f"conv kernel {w_shape[2]}x{w_shape[3]} does not fit input {x_shape[2]}x{x_shape[3]} "
           f"with padding {padding}: enlarge the input or the padding")
@@ -210,12 +206,14 @@ def _conv_geometry(x_shape, w_shape, stride: int, padding: int) -> tuple[int, in
 
 
 def im2col(x: np.ndarray, kh: int, kw: int, stride: int, padding: int, pad_value) -> np.ndarray:
-    """NCHW -> patches ``(B*OH*OW, C*kh*kw)`` in order channel, kernel row, kernel column."""
-    b, c, _, _ = x.shape
-    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)), constant_values=pad_value)
-    win = sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, ::stride, ::stride]  # B,C,OH,OW,kh,kw
-    oh, ow = win.shape[2], win.shape[3]
-    return np.ascontiguousarray(win.transpose(0, 2, 3, 1, 4, 5)).reshape(b * oh * ow, c * kh * kw)
+    """NCHW -> patches ``(B*OH*OW, C*kh*kw)`` in order channel, kernel row, kernel column,
+    the border holding ``pad_value`` (:func:`fxpsim.datapath.core.im2col`)."""
+    x = np.asarray(x)
+    check(x.dtype.kind in "iub", f"conv input has dtype {x.dtype}, not integer: pass ±1, ternary or raw "
+                                 "integers (quantize() them first)")
+    oh = conv_out_size(x.shape[2], kh, stride, padding)
+    ow = conv_out_size(x.shape[3], kw, stride, padding)
+    return core.im2col(x, kh, kw, stride, padding, oh, ow, int(pad_value))
 
 
 def _to_nchw(y: np.ndarray, b: int, oh: int, ow: int) -> np.ndarray:

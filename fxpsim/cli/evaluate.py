@@ -1,17 +1,25 @@
 """``fxpsim eval [MODEL] [--config CFG] [--sparse --pes P --index-bits B]``: float accuracy, and
-fixed-point accuracy under a config; ``--sparse`` also runs the FC layers on EIE's sparse datapath
-(bit-identical outputs) and prints their PE cycles per layer."""
+fixed-point accuracy under a config, each layer on the engine the config names (dense, sparse,
+bitserial). ``--sparse`` is the shorthand that runs the FC layers (``--sparse-conv``: and the conv
+layers) on EIE's sparse engine. A run with another engine than dense is checked against the same
+config on the dense engine (exit 1 if the logits differ where the semantics say they must not), and
+its engine's timing is printed per layer (sparse: PE cycles; bitserial: SIP cycles)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
+import pandas as pd
 
 from . import arg_type
 from .common import add_model_args, calibration_set, int_in, load_model_and_data, stem_for
+from ..config import NetworkConfig
+from ..datapath.engines import BitSerialCycles
 from ..errors import check
 from ..reports import format_table, write_table
+from ..simulate import Simulator, config_from_profile, profile
+from ..sparse.netsim import cycle_stats, sparse_config, sparse_stages
+from ..train.trainer import evaluate
 
 CALIBRATION_SAMPLES = 500  # validation images profiled for the default config of --sparse
 
@@ -20,13 +28,14 @@ def add_parser(sub) -> None:
     p = sub.add_parser("eval", help="accuracy of a model on its test split, float and on a datapath config")
     add_model_args(p, optional=True)
     p.add_argument("--config", default=None,
-                   help="per-layer datapath config (JSON written by `fxpsim search`): also run the "
-                        "integer simulation and print its accuracy and per-layer overflow statistics")
+                   help="per-layer datapath config (JSON written by `fxpsim search`; a layer may name its "
+                        "engine: dense, sparse or bitserial): also run the integer simulation and print its "
+                        "accuracy and per-layer overflow statistics")
     p.add_argument("--images", type=arg_type(int_in(1, None, "--images", "e.g. --images 1000")), default=None,
                    help="evaluate the first N test images only (default: all)")
     g = p.add_argument_group("sparse datapath (EIE, Han et al. ISCA 2016)")
     g.add_argument("--sparse", action="store_true",
-                   help="also run the FC layers from their CSC/PE encoding on the sparse kernel (zero "
+                   help="run the FC layers on the sparse engine, from their CSC/PE encoding (zero "
                         "activations skipped): check it equals the dense integer run, print PE cycles per "
                         "layer. Without --config: 16-bit formats from a profile, 48-bit wrapping accumulators")
     g.add_argument("--pes", type=arg_type(int_in(1, None, "--pes", "give the number of PEs, e.g. 64")),
@@ -36,37 +45,32 @@ def add_parser(sub) -> None:
     g.add_argument("--sparse-conv", action="store_true",
                    help="run the conv layers sparse too (im2col on the (F, C*k*k) matrix; not in EIE)")
     g.add_argument("--report", action="store_true",
-                   help="write the cycle table to OUT/<model>-<P>pe-sparse.csv/.md")
+                   help="write the cycle table of the sparse layers to OUT/<model>-<P>pe-sparse.csv/.md")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from ..config import NetworkConfig
-    from ..simulate import Simulator
-    from ..train.trainer import evaluate
-
     extra = [o for o, v in (("--pes", args.pes), ("--index-bits", args.index_bits),
-                            ("--sparse-conv", args.sparse_conv or None), ("--report", args.report or None))
-             if v is not None]
+                            ("--sparse-conv", args.sparse_conv or None)) if v is not None]
     check(args.sparse or not extra, f"{', '.join(extra)} configure the sparse datapath: add --sparse")
-    path, model, data = load_model_and_data(args)
     config = NetworkConfig.load(args.config) if args.config else None  # bad file: fail before work
+    check(not args.report or args.sparse or (config is not None and any(c.engine == "sparse" for c in config)),
+          "--report writes the cycle table of the sparse layers: add --sparse, or give a --config whose "
+          "layers name engine sparse")
+    path, model, data = load_model_and_data(args)
     sim = Simulator(model, seed=args.seed)
-    sparse = None
+    if config is not None:
+        sim.check_config(config)
+    pes, index_bits = args.pes or 64, args.index_bits or 4
     if args.sparse:  # a model without FC layers fails here, before any work
-        from ..sparse.netsim import SparseSimulator
-
-        sparse = SparseSimulator(model, args.pes or 64, args.index_bits or 4, conv=args.sparse_conv,
-                                 seed=args.seed)
+        sparse_stages(sim.stages, args.sparse_conv)
     x, y = data.x_test[:args.images], data.y_test[:args.images]
     loss, acc = evaluate(model.network, model.preprocess.apply(x), y)
     print(f"{path}: {model.network.spec()} on {data.name} test split ({len(x)} images)")
     print(f"float accuracy {acc * 100:.2f} % (error {100 - acc * 100:.2f} %), loss {loss:.4f}")
-    if config is None and sparse is None:
+    if config is None and not args.sparse:
         return 0
     if config is None:
-        from ..simulate import config_from_profile, profile
-
         x_cal, _ = calibration_set(model, data, CALIBRATION_SAMPLES, args.seed)
         config = config_from_profile(profile(sim, x_cal), weight_bits=16, data_bits=16, acc_bits=48,
                                      overflow="wrap")
@@ -74,30 +78,64 @@ def run(args) -> int:
               "accumulators (no --config given):")
     else:
         print(f"\nconfig {Path(args.config)}:")
-    result = sim.simulate(x, config, y)
+    if args.sparse:
+        config = sparse_config(config, sim.stages, pes, index_bits, conv=args.sparse_conv)
+    if all(c.engine == "dense" for c in config):
+        result = sim.simulate(x, config, y)
+        _print_run(config, result)
+        return 0
+    cmp = sim.compare(x, config, config.with_engine("dense"), y)
+    _print_run(config, cmp.result)
+    return _print_engines(args, path, sim, config, cmp)
+
+
+def _print_run(config, result) -> None:
     print(format_table(config.table()))
     print()
     print(format_table(result.stats_table()))
     print(f"fixed-point accuracy {result.accuracy * 100:.2f} % (error {100 - result.accuracy * 100:.2f} %), "
           f"normalized {result.accuracy / result.float_accuracy:.4f}")
-    return 0 if sparse is None else _run_sparse(args, path, sparse, x, y, config, result)
 
 
-def _run_sparse(args, path, sparse, x, y, config, dense) -> int:
-    """The sparse run, its cycle table (printed, optionally written) and the check against ``dense``."""
-    res = sparse.simulate(x, config, y)
-    table = res.cycles_table()
-    differ = int(np.count_nonzero((res.logits != dense.logits).any(axis=1)))
-    settings = (f"{sparse.n_pes} PEs, relative indices {sparse.index_bits} bits, "
-                f"{'FC and conv' if args.sparse_conv else 'FC'} layers on the sparse kernel, {len(y)} test "
-                "images; cycle columns per image (queued model: per input vector the busiest PE; lock-step: "
-                "per column the busiest PE), load imbalance = max / mean of the PEs' busy cycles.")
-    print(f"\nsparse datapath (EIE): {settings}")
-    print(format_table(table, floatfmt=".4g"))
-    if args.report:
-        for f in write_table(table, f"{stem_for(path)}-{sparse.n_pes}pe-sparse", args.out,
-                             title=f"{path.name} on the sparse datapath", text=settings):
-            print(f"wrote {f}")
+def _joined(values) -> str:
+    return "/".join(str(v) for v in dict.fromkeys(values))
+
+
+def _print_engines(args, path, sim, config, cmp) -> int:
+    """Each engine's timing table (the sparse one optionally written) and the check against dense."""
+    res, n = cmp.result, len(cmp.result.predictions)
+    sparse = cycle_stats(res.engine_extras)
+    if sparse:
+        table = pd.DataFrame([s.record() for s in sparse])
+        kinds = " and ".join(k for k, kind in (("FC", "dense"), ("conv", "conv2d"))
+                             if any(s.kind == kind for s in sparse))
+        pes = _joined(s.n_pes for s in sparse)
+        settings = (f"{pes} PEs, relative indices {_joined(s.index_bits for s in sparse)} bits, {kinds} "
+                    f"layers on the sparse kernel, {n} test images; cycle columns per image (queued model: "
+                    "per input vector the busiest PE; lock-step: per column the busiest PE), load imbalance "
+                    "= max / mean of the PEs' busy cycles.")
+        print(f"\nsparse datapath (EIE): {settings}")
+        print(format_table(table, floatfmt=".4g"))
+        if args.report:
+            for f in write_table(table, f"{stem_for(path)}-{pes.replace('/', '-')}pe-sparse", args.out,
+                                 title=f"{path.name} on the sparse datapath", text=settings):
+                print(f"wrote {f}")
+    serial = [(i, e) for i, e in enumerate(res.engine_extras) if isinstance(e, BitSerialCycles)]
+    if serial:
+        rows = [{"layer": e.layer, "lanes": e.lanes, "precision": config[i].fmt_x.width,
+                 "cycles_per_output": e.cycles_per_output, "sip_cycles": e.sip_cycles / n,
+                 "outputs_equal_pct": 100.0 * cmp.stages[i].outputs_equal / max(cmp.stages[i].outputs, 1)}
+                for i, e in serial]
+        print(f"\nbit-serial datapath (Stripes): activations fed one bit per cycle (p = input width), "
+              f"{n} test images; sip_cycles per image (one SIP computing every output: outputs x "
+              "ceil(K / lanes) x p); outputs equal to the dense engine's, in %:")
+        print(format_table(pd.DataFrame(rows), floatfmt=".4g"))
+    must = all(sim.engines[c.engine].equals_dense(c) for c in config)
+    differ = cmp.images_differing
     same = "bit-identical to" if not differ else f"DIFFERENT from ({differ} images)"
-    print(f"sparse accuracy {res.accuracy * 100:.2f} %: logits {same} the dense integer run")
-    return 0 if not differ else 1
+    label = " + ".join(dict.fromkeys("bit-serial" if e == "bitserial" else e for e in
+                                     (c.engine for c in config if c.engine != "dense")))
+    note = "" if must or not differ else (" (allowed: clip on the bit-serial engine with signed activations, "
+                                          "lanes > 1 or stripes bricks adds in another order)")
+    print(f"{label} accuracy {res.accuracy * 100:.2f} %: logits {same} the dense integer run{note}")
+    return 1 if differ and must else 0

@@ -10,7 +10,10 @@ from the per-layer minimum-precision search (Judd et al.) at 100 % and
 99 % relative accuracy (``--tolerance 0,0.01``), as in Stripes' Table I.
 For each profile: layer, MACs, p, DaDianNao (bit-parallel, 16 bit) and
 Stripes cycles per image, speedup, ideal speedup 16/p; totals over the conv
-layers (Table I's scope) and over the whole network.
+layers (Table I's scope) and over the whole network. ``--simulate`` also
+runs each config (searched or ``--config``) on the test split with every
+layer on the bit-serial engine, against the bit-parallel run: accuracies,
+bit-identical logits or not, and per layer the outputs that are equal.
 """
 
 from __future__ import annotations
@@ -78,6 +81,10 @@ def add_parser(sub) -> None:
     p.add_argument("--tiles", type=int, default=16, help="tiles (default 16, as DaDianNao)")
     p.add_argument("--filters", type=int, default=16, help="filters per tile (default 16)")
     p.add_argument("--lanes", type=int, default=16, help="synapse lanes per filter (default 16)")
+    p.add_argument("--simulate", action="store_true",
+                   help="also run each config (searched or --config) bit-serially on the test split, every "
+                        "layer on the bit-serial engine (--lanes per brick), and report its accuracy and "
+                        "equality with the bit-parallel run next to the timing")
     p.add_argument("--samples", type=int, default=1000,
                    help="search: calibration samples from the validation split (default 1000)")
     p.add_argument("--data-dir", default=None, help="folder with the MNIST IDX files (or $FXPSIM_DATA)")
@@ -98,13 +105,16 @@ def run(args) -> int:
         check(args.profile is not None or args.config is not None,
               f"--shapes {args.shapes} gives no weights to search precisions on: give --profile "
               "(e.g. --profile 3-3) or --config")
+        check(not args.simulate, f"--simulate runs a trained network: give a MODEL, not --shapes {args.shapes}")
         shapes, source = parse_shapes(args.shapes, args.input_shape)
         stem = re.sub(r"[^a-z0-9.-]+", "_", args.shapes.lower())[:40]
     else:
         check(args.input_shape is None, "--input-shape goes with --shapes (a model knows its input)")
-        if args.profile is None and args.config is None:  # the search: the model's data too
+        search = args.profile is None and args.config is None
+        if search or (args.simulate and args.profile is None):  # the model's data too
             path, model, data = load_model_and_data(args)
-            calibration = calibration_set(model, data, args.samples, args.seed)
+            if search:
+                calibration = calibration_set(model, data, args.samples, args.seed)
         else:
             path = model_path(args.model)
             model = load_model(path)
@@ -116,7 +126,7 @@ def run(args) -> int:
                          config_label=Path(args.config).stem if args.config is not None else "config",
                          tolerances=args.tolerance if args.tolerance is not None else TOLERANCES,
                          weight_bits=args.weight_bits, raw_input=args.raw_input, seed=args.seed,
-                         name=args.name or None)
+                         name=args.name or None, simulate=args.simulate)
     report = run_study(study, model, data, calibration, log=print)
 
     name = report.name

@@ -10,7 +10,7 @@ from . import arg_type
 from .common import add_model_args, calibration_set, load_model_and_data, stem_for
 from ..errors import FxpsimError, check
 from ..reports import format_table, model_provenance, save_figure, write_table
-from ..sweep import WHAT
+from ..search.sweeps import WHAT
 
 
 def _bits(text: str) -> range:
@@ -36,7 +36,7 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from ..simulate import Evaluator, Simulator, profile
-    from ..sweep import plot_sweeps, sweep
+    from ..search.sweeps import plot_sweeps, sweep
 
     path, model, data = load_model_and_data(args)
     x_cal, y_cal = calibration_set(model, data, 500, args.seed)

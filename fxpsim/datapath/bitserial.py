@@ -28,7 +28,7 @@ cycles on the sign bit; activations after ReLU are non-negative, so give
 them an unsigned format (``UQ``): then all p bits are magnitude bits
 weighing ``+2**i``, which is how Stripes' per-layer precisions count.
 
-When bit-serial equals bit-parallel (``fxpsim.kernels.dense``/``conv2d``,
+When bit-serial equals bit-parallel (``fxpsim.datapath.dense``'s ``dense``/``conv2d``,
 one product per addition, k = 0..K-1):
 
 * ``wrap`` and ``ideal``: always (the same exact sum; wrapping every step
@@ -61,9 +61,10 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from ..config import LayerConfig
 from ..errors import FxpsimError, check
-from ..kernels.datapath import _conv_out_size, _validate, im2col, requantize
 from ..qformat import Overflow, QFormat
+from .core import check_operands, check_requantize_args, conv_geometry, im2col, layer_config, requantize
 
 __all__ = ["BitSerialResult", "BitSerialStats", "bit_serial_conv2d", "bit_serial_dense", "clip_safe"]
 
@@ -194,7 +195,8 @@ def _run(x2, w2, bias, cfg, *, lanes, digit_bits, msb_first):
           f"bricks of {lanes} {cfg.fmt_w.width}-bit weights x {p}-bit activations need {term_bits} bits "
           "per partial sum: beyond int64; use fewer lanes or narrower formats")
     if cfg.overflow is Overflow.IDEAL:  # pieces of a signed x can sum to ~2x |w x| on the way
-        worst = (1 << (cfg.acc_bits - 1)) + k_len * int(np.abs(w2).max(initial=0)) * (1 << p)
+        worst = (max(1 << (cfg.acc_bits - 1), int(np.abs(bias).max(initial=0)))
+                 + k_len * int(np.abs(w2).max(initial=0)) * (1 << p))
         check(worst < 1 << 63, f"ideal bit-serial accumulation of K={k_len} products of {cfg.fmt_x} x "
               f"{cfg.fmt_w} could reach {worst} >= 2**63: use wrap or clip, or narrower operands")
     acc = np.empty((m_rows, n_out), np.int64)
@@ -210,29 +212,33 @@ def _run(x2, w2, bias, cfg, *, lanes, digit_bits, msb_first):
     return acc, stats, cycles
 
 
-def bit_serial_dense(x, w, b=None, *, fmt_x, fmt_w, fmt_y, acc_bits, overflow="wrap", lanes=16,
-                     msb_first=False, rounding="nearest-even", activation="none",
-                     seed=None) -> BitSerialResult:
+def bit_serial_dense(x, w, b=None, cfg: LayerConfig | None = None, *, fmt_x=None, fmt_w=None,
+                     fmt_y=None, acc_bits=None, overflow=None, lanes=16, msb_first=False,
+                     rounding=None, activation="none", seed=None) -> BitSerialResult:
     """Stripes dense layer: ``x`` (B, K) raw fmt_x fed bit-serially, ``w`` (K, N).
 
-    Arguments, validation and requantization as :func:`fxpsim.kernels.dense`,
+    Arguments (``cfg`` or the keyword form), validation and requantization as
+    :func:`fxpsim.datapath.dense.dense`,
     plus ``lanes`` (activations per SIP brick, the adder-tree width; 16 in
     Stripes) and ``msb_first``. The accumulator has ``acc_bits`` bits and
     FL_acc = FL_w + FL_x; ``b`` is in that format. See the module docstring
     for when the result equals the bit-parallel one.
     """
-    x, w, bias, cfg = _validate(x, w, b, fmt_x, fmt_w, fmt_y, acc_bits, overflow, rounding,
-                                activation, seed, conv=False)
+    cfg = layer_config(cfg, fmt_x=fmt_x, fmt_w=fmt_w, fmt_y=fmt_y, acc_bits=acc_bits,
+                       overflow=overflow, rounding=rounding)
+    seed = check_requantize_args(cfg, activation, seed)
+    x, w, bias = check_operands(x, w, b, cfg, conv=False)
     acc, stats, cycles = _run(x, w, bias, cfg, lanes=lanes, digit_bits=1, msb_first=msb_first)
-    return BitSerialResult(requantize(acc, cfg), acc, stats, cycles)
+    return BitSerialResult(requantize(acc, cfg, activation, seed), acc, stats, cycles)
 
 
-def bit_serial_conv2d(x, w, b=None, *, stride=1, padding=0, fmt_x, fmt_w, fmt_y, acc_bits,
-                      overflow="wrap", lanes=16, msb_first=False, order="datapath",
-                      rounding="nearest-even", activation="none", seed=None) -> BitSerialResult:
+def bit_serial_conv2d(x, w, b=None, cfg: LayerConfig | None = None, *, stride=1, padding=0,
+                      fmt_x=None, fmt_w=None, fmt_y=None, acc_bits=None, overflow=None, lanes=16,
+                      msb_first=False, order="datapath", rounding=None, activation="none",
+                      seed=None) -> BitSerialResult:
     """Stripes conv layer: ``x`` (B, C, H, W) raw fmt_x, ``w`` (F, C, kh, kw), NCHW.
 
-    As :func:`fxpsim.kernels.conv2d` (zero padding, requantization). Bricks:
+    As :func:`fxpsim.datapath.dense.conv2d` (zero padding, requantization). Bricks:
     ``order="datapath"`` groups ``lanes`` consecutive terms of the datapath
     order (channel, kernel row, kernel column), which keeps the equalities
     with the bit-parallel datapath listed in the module docstring;
@@ -246,9 +252,11 @@ def bit_serial_conv2d(x, w, b=None, *, stride=1, padding=0, fmt_x, fmt_w, fmt_y,
           f"unknown brick order {order!r}: use 'datapath' (channel, row, column) or 'stripes' "
           "(lanes channels at one kernel position)")
     lanes = _check_int(lanes, "lanes")
-    x, w, bias, cfg = _validate(x, w, b, fmt_x, fmt_w, fmt_y, acc_bits, overflow, rounding,
-                                activation, seed, conv=True)
-    oh, ow = _conv_out_size(x.shape, w.shape, stride, padding)
+    cfg = layer_config(cfg, fmt_x=fmt_x, fmt_w=fmt_w, fmt_y=fmt_y, acc_bits=acc_bits,
+                       overflow=overflow, rounding=rounding)
+    seed = check_requantize_args(cfg, activation, seed)
+    x, w, bias = check_operands(x, w, b, cfg, conv=True)
+    oh, ow = conv_geometry(x.shape, w.shape, stride, padding)
     f, c, kh, kw = w.shape
     cols = im2col(x, kh, kw, int(stride), int(padding), oh, ow)
     wm = w.reshape(f, -1).T
@@ -260,15 +268,15 @@ def bit_serial_conv2d(x, w, b=None, *, stride=1, padding=0, fmt_x, fmt_w, fmt_y,
         wm = wm.reshape(kh * kw * c_pad, f)
     acc, stats, cycles = _run(cols, wm, bias, cfg, lanes=lanes, digit_bits=1, msb_first=msb_first)
     acc = np.ascontiguousarray(acc.reshape(x.shape[0], oh, ow, f).transpose(0, 3, 1, 2))
-    return BitSerialResult(requantize(acc, cfg), acc, stats, cycles)
+    return BitSerialResult(requantize(acc, cfg, activation, seed), acc, stats, cycles)
 
 
 def _bit_parallel(x2, w2, b=None, *, fmt_x, fmt_w, acc_bits, overflow, fmt_y="Q62.0"):
     """The bit-parallel order on (M, K) x (K, N) (one product per addition,
     k = 0..K-1) from the same kernel: one whole-value digit, one lane. A
-    twin for tests and benchmarks; the datapath proper is fxpsim.kernels."""
-    x2, w2, bias, cfg = _validate(x2, w2, b, fmt_x, fmt_w, fmt_y, acc_bits, overflow,
-                                  "nearest-even", "none", None, conv=False)
+    twin for tests and benchmarks; the datapath proper is fxpsim.datapath.dense."""
+    cfg = layer_config(fmt_x=fmt_x, fmt_w=fmt_w, fmt_y=fmt_y, acc_bits=acc_bits, overflow=overflow)
+    x2, w2, bias = check_operands(x2, w2, b, cfg, conv=False)
     acc, stats, _ = _run(x2, w2, bias, cfg, lanes=1, digit_bits=cfg.fmt_x.width, msb_first=False)
     return acc, stats
 
@@ -282,7 +290,7 @@ def clip_safe(x, w, b=None, *, fmt_x, acc_bits) -> np.ndarray:
     width, any bit order) nor of the bit-parallel one (P, N bound its
     positive and negative products too) leaves the range, so both equal
     the exact sum. Dense shapes; for conv pass the rows of
-    ``fxpsim.kernels.datapath.im2col`` (the datapath order).
+    ``fxpsim.datapath.core.im2col`` (the datapath order).
     """
     fmt_x = QFormat.parse(fmt_x)
     x = np.asarray(x, dtype=np.int64)

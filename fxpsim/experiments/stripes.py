@@ -12,6 +12,13 @@ Table I (100 % and 99 % relative accuracy). A searched config is also timed
 with the always-zero sign bit of non-negative inputs dropped
 (:func:`unsigned_inputs`): Stripes' precisions count magnitude bits.
 
+With ``simulate=True`` (``fxpsim stripes --simulate``) every config (searched
+or given) also runs on the test split with every layer on the bit-serial
+engine (:mod:`fxpsim.datapath.engines` ``bitserial``: ``lanes`` = the
+accelerator's lanes, Stripes' brick order), against the bit-parallel (dense)
+engine under the same config: accuracies, whether the logits are
+bit-identical, and per layer how many outputs are equal, next to the timing.
+
 The model surgery the study needs lives here too: :func:`nonnegative_inputs`
 (which stage inputs follow a ReLU), :func:`unsigned_inputs` (Q(I,F) ->
 UQ(I-1,F) for them) and :func:`fold_input_scaling` (Caffe's pixels / 256
@@ -33,15 +40,15 @@ from ..modelfile import Model
 from ..qformat import QFormat
 from ..reports import new_figure
 from ..search import tolerance_search
-from ..simulate import Evaluator, Simulator, profile
+from ..simulate import Comparison, Evaluator, Simulator, StageAgreement, profile
 from ..sweep import set_data_format, wide_config
 from ..timing.stripes import (SHAPE_PRESETS, AcceleratorConfig, LayerShape, parse_profile,
                               profile_from_config, time_network)
 from ..train.data import Preprocess
 
-__all__ = ["PAPER_LENET", "TOLERANCES", "Accuracies", "ProfileRun", "StripesReport", "StripesStudy",
-           "fold_input_scaling", "nonnegative_inputs", "plot_speedups", "run_study", "timing_rows",
-           "unsigned_inputs"]
+__all__ = ["PAPER_LENET", "TOLERANCES", "Accuracies", "ProfileRun", "SerialCheck", "StripesReport",
+           "StripesStudy", "bit_serial_config", "check_bit_serial", "fold_input_scaling",
+           "nonnegative_inputs", "plot_speedups", "run_study", "timing_rows", "unsigned_inputs"]
 
 TOLERANCES = (0.0, 0.01)
 """Default search tolerances: 100 % and 99 % relative accuracy (Stripes' Table I)."""
@@ -76,10 +83,15 @@ class StripesStudy:
     raw_input: bool = False
     seed: int = 0
     name: str | None = None
+    simulate: bool = False
+    """Also run each config bit-serially on the test split, against the bit-parallel run."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shapes", tuple(self.shapes))
         check(self.profile is None or self.config is None, "give either a profile or a config, not both")
+        check(not self.simulate or self.profile is None,
+              "--simulate runs the network under its data formats, which a --profile does not give: use "
+              "--config, or let the search find the formats")
         check(not self.raw_input or self.searches,
               "--raw-input changes the inputs the search measures precisions on: use it without "
               "--profile/--config/--shapes")
@@ -127,13 +139,39 @@ class Accuracies:
 
 
 @dataclass(frozen=True, slots=True)
+class SerialCheck:
+    """One config run bit-serially against the bit-parallel run (``--simulate``), on the test split."""
+
+    lanes: int
+    bitserial_accuracy: float
+    bitparallel_accuracy: float
+    logits_identical: bool
+    images_differing: int
+    stages: tuple[StageAgreement, ...]
+
+    @classmethod
+    def of(cls, lanes: int, cmp: Comparison) -> SerialCheck:
+        return cls(lanes, cmp.result.accuracy, cmp.reference.accuracy, cmp.logits_identical,
+                   cmp.images_differing, cmp.stages)
+
+    def row(self) -> dict:
+        """The summary columns, in order."""
+        return {"bitserial_test_accuracy": self.bitserial_accuracy,
+                "bitparallel_test_accuracy": self.bitparallel_accuracy,
+                "logits_identical": self.logits_identical, "images_differing": self.images_differing}
+
+
+@dataclass(frozen=True, slots=True)
 class ProfileRun:
-    """One timed profile: its label, p per conv layer, accuracies (searched runs), input formats per layer."""
+    """One timed profile: its label, p per conv layer, accuracies (searched runs), input formats per
+    layer, its config (searched or given) and, with ``--simulate``, the bit-serial check."""
 
     label: str
     profile: tuple[int, ...]
     accuracies: Accuracies | None = None
     formats: tuple[tuple[str, str], ...] = ()
+    config: NetworkConfig | None = None
+    serial: SerialCheck | None = None
 
 
 @dataclass(frozen=True)
@@ -167,23 +205,32 @@ def run_study(study: StripesStudy, model: Model | None = None, data=None, calibr
     """
     accel = study.accel
     configs, notes = (), ()
+    sim_model = fold_input_scaling(model) if study.raw_input and model is not None else model
     if study.profile is not None:
         runs = (ProfileRun(_fmt_profile(study.profile), study.profile),)
     elif study.config is not None:
         runs = (ProfileRun(study.config_label, profile_from_config(study.config, study.shapes), None,
-                           _formats(study.config)),)
+                           _formats(study.config), study.config),)
     else:
         check(model is not None and data is not None and calibration is not None,
               "the precision search needs the model, its dataset and a calibration sample")
-        runs, notes, configs = _search_runs(study, model, data, calibration, log or (lambda line: None))
+        runs, notes, configs = _search_runs(study, sim_model, data, calibration, log or (lambda line: None))
+    if study.simulate:
+        check(model is not None and data is not None,
+              "--simulate runs the network: it needs the model and its dataset (not --shapes)")
+        sim = Simulator(sim_model, seed=study.seed)
+        runs = tuple(replace(run, serial=check_bit_serial(sim, run.config, data.x_test, data.y_test,
+                                                          accel.lanes)) for run in runs)
+        notes += _simulate_notes(runs, accel.lanes, len(data.y_test))
     rows, summary = [], []
     for run in runs:
-        part = timing_rows(run.label, study.shapes, run.profile, accel, dict(run.formats))
+        part = timing_rows(run.label, study.shapes, run.profile, accel, dict(run.formats), run.serial)
         rows += part
         conv_t = [r for r in part if r["layer"] == "total (conv layers)"]
         net_t = [r for r in part if r["kind"] == "total"][-1]
         summary.append({"profile": run.label, "precisions": _fmt_profile(run.profile),
                         **(run.accuracies.row() if run.accuracies else {}),
+                        **(run.serial.row() if run.serial else {}),
                         "conv_speedup": conv_t[0]["speedup"] if conv_t else float("nan"),
                         "conv_ideal_speedup": conv_t[0]["ideal_speedup"] if conv_t else float("nan"),
                         "network_speedup": net_t["speedup"]})
@@ -204,10 +251,30 @@ def run_study(study: StripesStudy, model: Model | None = None, data=None, calibr
                          tuple(notes), configs, fig_title)
 
 
+def bit_serial_config(config: NetworkConfig, lanes: int = 16, brick_order: str = "stripes") -> NetworkConfig:
+    """``config`` with every layer on the bit-serial engine: ``lanes`` activations per SIP brick,
+    conv bricks in ``brick_order`` (``stripes``: lanes channels at one kernel position)."""
+    return config.with_engine("bitserial", lanes=lanes, brick_order=brick_order)
+
+
+def check_bit_serial(sim: Simulator, config: NetworkConfig, x, y, lanes: int = 16) -> SerialCheck:
+    """``config`` run bit-serially (:func:`bit_serial_config`) against ``config`` bit-parallel, on ``x``."""
+    return SerialCheck.of(lanes, sim.compare(x, bit_serial_config(config, lanes), config, y))
+
+
+def _simulate_notes(runs, lanes: int, images: int) -> tuple[str, ...]:
+    same = all(r.serial.logits_identical for r in runs)
+    return ("", f"Simulated (--simulate): each config on the {images} test images with every layer on the "
+                f"bit-serial engine (fxpsim.datapath.engines bitserial: activations fed one bit per cycle, "
+                f"bricks of {lanes} lanes, conv bricks as Stripes reads them), against the bit-parallel "
+                "(dense) engine under the same config: bitserial_/bitparallel_test_accuracy, "
+                "logits_identical and images_differing in the summary, outputs_equal of outputs per "
+                "layer in the table. Wrap and ideal accumulators give the same sums on both (DESIGN.md); "
+                f"here the logits are {'bit-identical in every run' if same else 'NOT identical in every run'}.")
+
+
 def _search_runs(study: StripesStudy, model, data, calibration, log):
-    """Search the model's precisions at each tolerance: (runs, notes, configs)."""
-    if study.raw_input:
-        model = fold_input_scaling(model)
+    """Search the model's (input scaling already folded) precisions at each tolerance: (runs, notes, configs)."""
     x_cal, y_cal = calibration
     sim = Simulator(model, seed=study.seed)
     ev = Evaluator(sim, x_cal, y_cal)
@@ -236,7 +303,7 @@ def _search_runs(study: StripesStudy, model, data, calibration, log):
         res = sim.simulate(data.x_test, r.config, data.y_test)
         configs.append((f"{study.name}_tol{100 * t:g}_config", r.config))
         accs = Accuracies(r.val_accuracy, r.float_val_accuracy, res.accuracy, res.float_accuracy)
-        runs.append(ProfileRun(label, _conv_widths(r.config, is_conv), accs, _formats(r.config)))
+        runs.append(ProfileRun(label, _conv_widths(r.config, is_conv), accs, _formats(r.config), r.config))
         log(f"tolerance {100 * t:g} %: input formats {' '.join(str(c.fmt_x) for c in r.config)}, "
             f"validation {r.val_accuracy:.4f} (float {r.float_val_accuracy:.4f}), test "
             f"{res.accuracy:.4f} (float {res.float_accuracy:.4f}); {r.evaluations} evaluations, "
@@ -246,7 +313,7 @@ def _search_runs(study: StripesStudy, model, data, calibration, log):
         if any(a.fmt_x != b.fmt_x for a, b, c in zip(u, r.config, is_conv) if c):  # a conv p changes
             ures = sim.simulate(data.x_test, u, data.y_test)
             uaccs = Accuracies(ev.accuracy(u), r.float_val_accuracy, ures.accuracy, ures.float_accuracy)
-            runs.append(ProfileRun(f"{label}, no sign bit", _conv_widths(u, is_conv), uaccs, _formats(u)))
+            runs.append(ProfileRun(f"{label}, no sign bit", _conv_widths(u, is_conv), uaccs, _formats(u), u))
             same_all.append(uaccs.val_accuracy == r.val_accuracy and ures.accuracy == res.accuracy)
     dropped = [s.name for s, flag in zip(shapes, nonneg) if flag and s.kind == "conv"]
     if same_all:
@@ -275,9 +342,11 @@ def _fmt_profile(profile) -> str:
 
 # --------------------------------------------------------------------------- tables and figure
 
-def timing_rows(label: str, shapes, profile, accel, formats=None) -> list[dict]:
-    """Rows of one profile: a row per layer, then conv and network totals."""
+def timing_rows(label: str, shapes, profile, accel, formats=None, serial: SerialCheck | None = None) -> list[dict]:
+    """Rows of one profile: a row per layer, then conv and network totals (``serial``: plus each
+    layer's simulated outputs and how many equal the bit-parallel ones)."""
     net = time_network(shapes, profile, accel)
+    agree = {a.layer: a for a in serial.stages} if serial is not None else None
     rows = []
     for s, t in zip(shapes, net.layers):
         rows.append({"profile": label, "layer": t.name, "kind": t.kind, "macs": t.macs,
@@ -285,6 +354,8 @@ def timing_rows(label: str, shapes, profile, accel, formats=None) -> list[dict]:
                      "precision": t.precision if t.precision is not None else "",
                      "baseline_cycles": t.baseline_cycles, "stripes_cycles": t.stripes_cycles,
                      "speedup": t.speedup, "ideal_speedup": t.ideal_speedup})
+        if agree is not None:
+            rows[-1].update(outputs=agree[s.name].outputs, outputs_equal=agree[s.name].outputs_equal)
     conv = [s for s in shapes if s.kind == "conv"]
     totals = []
     if conv:
@@ -297,6 +368,9 @@ def timing_rows(label: str, shapes, profile, accel, formats=None) -> list[dict]:
                      "precision": "", "baseline_cycles": t.baseline_cycles,
                      "stripes_cycles": t.stripes_cycles, "speedup": t.speedup,
                      "ideal_speedup": t.ideal_speedup})
+        if agree is not None:
+            part = [agree[s.name] for s in shapes if name == "network" or s.kind == "conv"]
+            rows[-1].update(outputs=sum(a.outputs for a in part), outputs_equal=sum(a.outputs_equal for a in part))
     return rows
 
 

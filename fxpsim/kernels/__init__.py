@@ -1,10 +1,9 @@
-"""The bit-exact integer datapath (DESIGN.md; de Bruin et al., DSD 2018).
+"""Old import path of the dense integer datapath (docs/INTERFACES.md): now :mod:`fxpsim.datapath`.
 
-``dense`` and ``conv2d`` validate in Python and run Numba kernels with exact
-fast paths (``prefix_stats=True`` adds the exact ``max_abs_prefix``);
-:mod:`fxpsim.kernels.reference` is their plain-Python twin.
+``dense`` and ``conv2d`` are :mod:`fxpsim.datapath.dense`'s (a LayerConfig
+or the keyword form); :mod:`fxpsim.kernels.reference` is their plain-Python twin.
 """
 
-from .datapath import DatapathResult, OverflowStats, conv2d, dense
+from ..datapath.dense import DatapathResult, OverflowStats, conv2d, dense
 
 __all__ = ["DatapathResult", "OverflowStats", "conv2d", "dense"]

@@ -1,17 +1,19 @@
-"""The EIE sparse datapath == the dense datapath on the pruned weights (bit-exact), and its timing."""
+"""The EIE sparse engine == the dense engine on the pruned weights (bit-exact), and its timing."""
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fxpsim.config import LayerConfig
+from fxpsim.datapath import reference
+from fxpsim.datapath.dense import conv2d, dense
+from fxpsim.datapath.reference import saturate, wrap
+from fxpsim.datapath.sparse import eie_dense
 from fxpsim.errors import FxpsimError
-from fxpsim.kernels import dense
-from fxpsim.kernels import reference
-from fxpsim.kernels.reference import saturate, wrap
 from fxpsim.qformat import QFormat
 from fxpsim.sparse.csc import encode
-from fxpsim.sparse.kernel import column_schedule, sparse_dense
+from fxpsim.sparse.kernel import column_schedule, sparse_conv2d, sparse_dense
 from fxpsim.sparse.pe import eie_matrix
 from fxpsim.sparse.prune import load_balanced_mask
 from strategies import sparse_dense_case_st
@@ -203,3 +205,67 @@ def test_int_engine_equals_float_lanes_and_reference(overflow):
     np.testing.assert_array_equal(ints.pe.entries, floats.pe.entries)
     assert (ints.pe.queued_cycles, ints.pe.lockstep_cycles) == (floats.pe.queued_cycles,
                                                                 floats.pe.lockstep_cycles)
+
+
+# ----------------------------------------------------------------- one core: config, checks, stochastic bits
+
+def test_cfg_form_equals_keyword_form_and_schedule_entry():
+    rng = np.random.default_rng(8)
+    w = rng.integers(-128, 128, (30, 6)) * (rng.random((30, 6)) < 0.4)
+    x = rng.integers(0, 128, (20, 30)) * (rng.random((20, 30)) < 0.5)
+    kw = dict(fmt_x=Q8, fmt_w=Q8, fmt_y=QFormat(1, 3), acc_bits=12, overflow="clip", rounding="floor")
+    cfg = LayerConfig("fc1", fmt_w=Q8, fmt_x=Q8, fmt_y=QFormat(1, 3), acc_bits=12, overflow="clip",
+                      rounding="floor")
+    enc = encode(eie_matrix(w), 3, 2)
+    by_kw = sparse_dense(x, enc, None, **kw)
+    by_cfg = sparse_dense(x, enc, None, cfg)
+    by_schedule = eie_dense(x, column_schedule(enc), None, cfg)
+    for res in (by_cfg, by_schedule):
+        _assert_same(res, by_kw)
+        np.testing.assert_array_equal(res.pe.entries, by_kw.pe.entries)
+    _assert_same(by_cfg, dense(x, w, None, cfg))
+    assert by_cfg.stats.overflow_count > 0
+
+
+@pytest.mark.parametrize("engine", ["vector", "lanes", "int"])
+@pytest.mark.parametrize("shift_bits", [3, 0, -2])
+def test_stochastic_rounding_draws_the_dense_engines_bits(engine, shift_bits):
+    """Every engine draws the core's counter-based bits per output index (DESIGN.md)."""
+    rng = np.random.default_rng(9)
+    w = rng.integers(-128, 128, (40, 7)) * (rng.random((40, 7)) < 0.5)
+    x = rng.integers(0, 128, (300, 40)) * (rng.random((300, 40)) < 0.5)
+    cfg = LayerConfig("fc1", fmt_w=Q8, fmt_x=Q8, fmt_y=QFormat(8, 14 - shift_bits), acc_bits=16,
+                      overflow="wrap", rounding="stochastic")
+    de = dense(x, w, None, cfg, seed=5, activation="relu")
+    sp = _sparse(x, w, None, dict(cfg=cfg, seed=5, activation="relu"), 4, 3, engine=engine)
+    _assert_same(sp, de)
+    _assert_same(sp, reference.dense(x, w, None, cfg, seed=5, activation="relu"))
+    if shift_bits > 0:
+        assert not np.array_equal(dense(x, w, None, cfg, seed=6, activation="relu").y, de.y)
+
+
+@pytest.mark.parametrize("stride, padding", [(1, 0), (2, 1)])
+def test_sparse_conv_stochastic_rounding_equals_the_dense_conv(stride, padding):
+    """The conv path requantizes in the (B, F, OH, OW) layout, so its draws are the dense
+    conv's (it used to refuse stochastic rounding: its draw followed the im2col layout)."""
+    rng = np.random.default_rng(stride)
+    w = rng.integers(-32, 32, (5, 3, 3, 3)) * (rng.random((5, 3, 3, 3)) < 0.4)
+    x = rng.integers(-32, 32, (3, 3, 8, 8)) * (rng.random((3, 3, 8, 8)) < 0.6)
+    cfg = LayerConfig("conv1", fmt_w=QFormat(1, 5), fmt_x=QFormat(1, 5), fmt_y=QFormat(3, 4), acc_bits=12,
+                      overflow="clip", rounding="stochastic")
+    de = conv2d(x, w, None, cfg, stride=stride, padding=padding, seed=2)
+    sp = sparse_conv2d(x, encode(eie_matrix(w), 2, 2), None, cfg, kernel_size=3, stride=stride,
+                       padding=padding, seed=2)
+    np.testing.assert_array_equal(sp.y, de.y)
+    np.testing.assert_array_equal(sp.acc, de.acc)
+    assert sp.stats.overflow_count == de.stats.overflow_count > 0
+
+
+def test_ideal_bias_takes_the_full_width_of_fmt_bias():
+    """As the dense engine: an ideal accumulator's bias is a MAX_WIDTH-bit value."""
+    w = np.array([[3, 0], [0, -2], [1, 1]])
+    x = np.array([[1, 2, 3], [0, 0, 5]])
+    b = np.array([2**50, -(2**50)])
+    cfg = LayerConfig("fc1", fmt_w=Q8, fmt_x=Q8, fmt_y=QFormat(62, 0), acc_bits=8, overflow="ideal")
+    for engine in ("vector", "lanes", "auto"):  # |values| < 2**53: float64 lanes are exact
+        _assert_same(_sparse(x, w, b, dict(cfg=cfg), 2, 2, engine=engine), dense(x, w, b, cfg))

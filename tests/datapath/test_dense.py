@@ -1,8 +1,8 @@
-"""The integer datapath: kernels == reference twin, fast paths == sequential kernel.
+"""The dense engine: kernels == reference twin, fast paths == sequential kernel.
 
 Three kinds (STYLE.md): kernel == plain-Python reference on random formats
 and shapes (hypothesis), fast path == per-step kernel, and edge cases with
-hand-computed results. Bad input: one line, the same from both twins.
+hand-computed results. The shared checks and requantization: test_core.py.
 """
 
 import numpy as np
@@ -10,12 +10,12 @@ import pytest
 from hypothesis import given, seed, settings
 from hypothesis import strategies as st
 
-from fxpsim.errors import FxpsimError
-from fxpsim.kernels import conv2d, datapath, dense
-from fxpsim.kernels import reference as ref
-from fxpsim.qformat import QFormat, Rounding, shift_round
-from strategies import (big_conv_case_st, big_dense_case_st, conv_case_st, dense_case_st,
-                        deterministic_rounding_st, rail_dense_case_st)
+from fxpsim.datapath import core
+from fxpsim.datapath import dense as dp
+from fxpsim.datapath import reference as ref
+from fxpsim.datapath.dense import conv2d, dense
+from fxpsim.qformat import Overflow, QFormat
+from strategies import big_conv_case_st, big_dense_case_st, conv_case_st, dense_case_st, rail_dense_case_st
 
 
 def assert_same(a, b):
@@ -25,21 +25,24 @@ def assert_same(a, b):
     assert a.stats == b.stats
 
 
+CFG_KEYS = ("fmt_x", "fmt_w", "fmt_y", "acc_bits", "overflow", "rounding")
+
+
 def validate(x, w, b, kwargs, conv=False):
-    """The shared validation (not arithmetic) of dense/conv2d keyword arguments."""
-    return datapath._validate(x, w, b, conv=conv, **{
-        k: kwargs.get(k, d) for k, d in (("fmt_x", None), ("fmt_w", None), ("fmt_y", None),
-                                         ("acc_bits", None), ("overflow", "wrap"),
-                                         ("rounding", "nearest-even"), ("activation", "none"),
-                                         ("seed", None))})
+    """The shared validation (core, not arithmetic) of dense/conv2d keyword arguments:
+    ``(x, w, bias, cfg, activation, seed)``."""
+    cfg = core.layer_config(**{k: v for k, v in kwargs.items() if k in CFG_KEYS})
+    activation = kwargs.get("activation", "none")
+    seed = core.check_requantize_args(cfg, activation, kwargs.get("seed"))
+    return (*core.check_operands(x, w, b, cfg, conv=conv), cfg, activation, seed)
 
 
 def both_paths(x, w, b, kwargs):
     """(fast path, every output through the per-step kernel) accumulators and stats."""
-    x, w, bias, cfg = validate(x, w, b, kwargs)
+    x, w, bias, cfg, _, _ = validate(x, w, b, kwargs)
     prefix = kwargs.get("prefix_stats", False)
-    return (datapath._accumulate(x, w, bias, cfg, prefix_stats=prefix),
-            datapath._accumulate(x, w, bias, cfg, force_sequential=True, prefix_stats=prefix))
+    return (dp._accumulate(x, w, bias, cfg, prefix_stats=prefix),
+            dp._accumulate(x, w, bias, cfg, force_sequential=True, prefix_stats=prefix))
 
 
 def zero_skipping_dense(x, w, b, kwargs):
@@ -49,7 +52,7 @@ def zero_skipping_dense(x, w, b, kwargs):
     this equals ``ref.dense`` (``ref._Accumulator`` per output, one addition
     at a time in order k, ``ref``'s requantization and statistics).
     """
-    x, w, bias, cfg = validate(x, w, b, kwargs)
+    x, w, bias, cfg, activation, seed = validate(x, w, b, kwargs)
     bs = bias.tolist()
     idle = [ref._Accumulator(v, cfg) for v in bs]  # an all-zero row leaves every register at its bias
     accs = []
@@ -64,7 +67,7 @@ def zero_skipping_dense(x, w, b, kwargs):
                 a.add(xv * wr[j])
             accs.append(a)
     return ref._finish(accs, (x.shape[0], w.shape[1]), x.size * w.shape[1], cfg,
-                       kwargs.get("prefix_stats", False))
+                       kwargs.get("prefix_stats", False), activation, seed)
 
 
 def zero_skipping_conv(x, w, b, kwargs):
@@ -73,8 +76,8 @@ def zero_skipping_conv(x, w, b, kwargs):
     Taps of one output in (c, ih, iw) order are in (c, i, j) order: i = ih + pad - oh * stride.
     """
     stride, pad = kwargs["stride"], kwargs["padding"]
-    x, w, bias, cfg = validate(x, w, b, kwargs, conv=True)
-    oh_, ow_ = datapath._conv_out_size(x.shape, w.shape, stride, pad)
+    x, w, bias, cfg, activation, seed = validate(x, w, b, kwargs, conv=True)
+    oh_, ow_ = core.conv_geometry(x.shape, w.shape, stride, pad)
     bsz, c_, _, _ = x.shape
     f_, _, kh, kw = w.shape
     taps = {}
@@ -96,7 +99,7 @@ def zero_skipping_conv(x, w, b, kwargs):
                         a.add(v * ws[f][c][i][j])
                     accs.append(a)
     return ref._finish(accs, (bsz, f_, oh_, ow_), bsz * f_ * oh_ * ow_ * c_ * kh * kw, cfg,
-                       kwargs.get("prefix_stats", False))
+                       kwargs.get("prefix_stats", False), activation, seed)
 
 
 # ----------------------------------------------------------------- kernel == reference
@@ -124,11 +127,11 @@ def test_fast_path_equals_sequential_kernel(case):
     x, w, b, kwargs = case
     if kwargs["overflow"] == "ideal":
         kwargs["overflow"] = "clip"
-    small, datapath._SMALL_SEQUENTIAL = datapath._SMALL_SEQUENTIAL, 0  # exact checks on tiny cases too
+    small, dp._SMALL_SEQUENTIAL = dp._SMALL_SEQUENTIAL, 0  # exact checks on tiny cases too
     try:
         (acc_f, st_f), (acc_s, st_s) = both_paths(x, w, b, kwargs)
     finally:
-        datapath._SMALL_SEQUENTIAL = small
+        dp._SMALL_SEQUENTIAL = small
     np.testing.assert_array_equal(acc_f, acc_s)
     assert st_f == st_s
 
@@ -157,7 +160,7 @@ def test_exact_matmul_every_branch(bound):
     rng = np.random.default_rng(1)
     x = rng.integers(-100, 100, (5, 7))
     w = rng.integers(-100, 100, (7, 3))
-    got = datapath._exact_matmul(x, w, bound)
+    got = dp._exact_matmul(x, w, bound)
     np.testing.assert_array_equal(got.astype(np.int64), x @ w)
 
 
@@ -170,8 +173,8 @@ def test_only_risky_outputs_go_sequential(monkeypatch):
     w = rng.integers(-4, 5, (200, 12))
     w[:, [3, 7]] = rng.integers(-128, 128, (200, 2))
     seen = []
-    real = datapath._sequential
-    monkeypatch.setattr(datapath, "_sequential",
+    real = dp._sequential
+    monkeypatch.setattr(dp, "_sequential",
                         lambda x_, w_, *a, **kw: seen.append(w_.shape) or real(x_, w_, *a, **kw))
     kwargs = dict(fmt_x=QFormat(8, 0), fmt_w=QFormat(8, 0), fmt_y=QFormat(16, 0),
                   acc_bits=18, overflow="clip")
@@ -188,13 +191,13 @@ def test_hopeless_exact_check_is_skipped_and_still_exact(monkeypatch):
     rng = np.random.default_rng(3)
     x = rng.integers(0, 128, (1100, 300))
     w = rng.integers(-128, 128, (300, 8))
-    assert x.shape[0] > 2 * datapath._SAMPLE_ROWS
+    assert x.shape[0] > 2 * dp._SAMPLE_ROWS
     calls, chose = [], []
-    real = datapath._provably_safe
-    monkeypatch.setattr(datapath, "_provably_safe",
+    real = dp._provably_safe
+    monkeypatch.setattr(dp, "_provably_safe",
                         lambda *a: calls.append(a[0].shape[0]) or real(*a))
-    real_pays = datapath._all_sequential_pays
-    monkeypatch.setattr(datapath, "_all_sequential_pays",
+    real_pays = dp._all_sequential_pays
+    monkeypatch.setattr(dp, "_all_sequential_pays",
                         lambda *a, **kw: chose.append(real_pays(*a, **kw)) or chose[-1])
     kwargs = dict(fmt_x=QFormat(8, 0), fmt_w=QFormat(8, 0), fmt_y=QFormat(16, 0), acc_bits=16)
     for overflow in ("wrap", "clip"):
@@ -203,28 +206,16 @@ def test_hopeless_exact_check_is_skipped_and_still_exact(monkeypatch):
         assert st_f == st_s and st_f.outputs_affected > 0
     assert chose and all(chose)  # the sample chose the all-sequential path
     # most sampled sums end out of range: the check is skipped even on the sample
-    assert all(n == datapath._SAMPLE_ROWS for n in calls)
-
-
-def test_operands_are_narrowed_to_their_format_exactly():
-    """Checked operands move in the narrowest int type of their format's raw range."""
-    cases = [(QFormat(8, 0), np.int8), (QFormat(8, 0, signed=False), np.int16),
-             (QFormat(16, 0), np.int16), (QFormat(17, 0), np.int32), (QFormat(33, 0), np.int64)]
-    for fmt, dt in cases:
-        a = np.array([fmt.raw_min, fmt.raw_max, 0], dtype=np.int64)
-        got = datapath._narrow(a, fmt)
-        assert got.dtype == dt and np.array_equal(got, a)
-    small = np.array([1, -2], dtype=np.int8)
-    assert datapath._narrow(small, QFormat(12, 0)) is small  # already narrow: no copy
+    assert all(n == dp._SAMPLE_ROWS for n in calls)
 
 
 def test_lane_plans():
-    assert datapath.lane_plan(16, 128, 127) == (np.int16, 16, False)
-    assert datapath.lane_plan(12, 64, 31) == (np.int16, 16, False)
-    assert datapath.lane_plan(12, 0, 5000) == (np.int16, 16, True)  # x all zero
-    assert datapath.lane_plan(20, 1, 1) == (np.int32, 32, False)
-    assert datapath.lane_plan(40, 1, 1) == (np.int64, 64, False)
-    assert datapath.lane_plan(8, 16, 16) is None  # product wider than the accumulator
+    assert dp.lane_plan(16, 128, 127) == (np.int16, 16, False)
+    assert dp.lane_plan(12, 64, 31) == (np.int16, 16, False)
+    assert dp.lane_plan(12, 0, 5000) == (np.int16, 16, True)  # x all zero
+    assert dp.lane_plan(20, 1, 1) == (np.int32, 32, False)
+    assert dp.lane_plan(40, 1, 1) == (np.int64, 64, False)
+    assert dp.lane_plan(8, 16, 16) is None  # product wider than the accumulator
 
 
 @pytest.mark.parametrize("overflow", ["wrap", "clip"])
@@ -239,7 +230,7 @@ def test_every_lane_kernel_matches_int64_kernel(acc_bits, scale, overflow, monke
     fmt = QFormat(int(scale).bit_length() + 1, 0)
     kwargs = dict(fmt_x=fmt, fmt_w=fmt, fmt_y=QFormat(30, 0), acc_bits=acc_bits, overflow=overflow)
     lane = both_paths(x, w, b, kwargs)[1]
-    monkeypatch.setattr(datapath, "lane_plan", lambda *a: None)
+    monkeypatch.setattr(dp, "lane_plan", lambda *a: None)
     plain = both_paths(x, w, b, kwargs)[1]
     np.testing.assert_array_equal(lane[0], plain[0])
     assert lane[1] == plain[1] and lane[1].overflow_count > 0
@@ -302,7 +293,7 @@ def test_k_one_and_all_zero_input():
                    rounding="nearest", activation="relu")
     np.testing.assert_array_equal(res.acc, np.tile(b, (4, 1)))
     np.testing.assert_array_equal(res.y, np.tile([1, 0, 31], (4, 1)))  # round(5/4)=1, relu(-2)=0, 75 clips to 31
-    assert res.stats == datapath.OverflowStats(12, 0, 0, 300)
+    assert res.stats == core.OverflowStats(12, 0, 0, 300)
 
 
 def test_conv_padding_taps_count_as_additions():
@@ -313,96 +304,6 @@ def test_conv_padding_taps_count_as_additions():
     assert_same(res, ref.conv2d(x, w, None, **kw))
     np.testing.assert_array_equal(res.acc[0, 0], 2 * np.array([[4, 6, 4], [6, 9, 6], [4, 6, 4]]))
     assert res.stats.additions == 9 * 18
-
-
-# ----------------------------------------------------------------- requantization
-
-@given(st.lists(st.integers(-(2**61), 2**61 - 1), min_size=1, max_size=20),
-       st.integers(-3, 62), deterministic_rounding_st)
-def test_requantize_is_qformat_shift_round_then_clip(raw, shift, rounding):
-    fy = QFormat(40, 0)
-    cfg = datapath._Config(QFormat(1 - shift, shift), QFormat(1, 0), fy, 62,
-                           datapath.Overflow.WRAP, Rounding(rounding), "none", None)
-    assert cfg.shift == shift
-    v = np.array(raw, dtype=np.int64)
-    expect = np.clip(shift_round(v, shift, rounding) if shift >= 0 else
-                     np.clip(v, -(2**45), 2**45) << -shift, fy.raw_min, fy.raw_max)
-    np.testing.assert_array_equal(datapath.requantize(v, cfg), expect)
-    assert [ref.requantize_one(int(a), i, cfg) for i, a in enumerate(raw)] == expect.tolist()
-
-
-def test_stochastic_rounding_is_seeded_unbiased_and_matches_reference():
-    idx = np.arange(0, 5000, 7)
-    for bits in (1, 13, 62):
-        vec = datapath.stochastic_bits(2**63 + 5, idx, bits)
-        assert vec.tolist() == [ref.splitmix_bits(2**63 + 5, int(i), bits) for i in idx]
-    x = np.ones((4000, 1), dtype=np.int64)
-    kw = dict(fmt_x=Q8, fmt_w=QFormat(6, 2), fmt_y=Q8, acc_bits=8, rounding="stochastic")
-    a = dense(x, [[1]], None, seed=11, **kw).y  # acc = 1 (FL 2): 1/4 -> up with p = 0.25
-    assert np.array_equal(a, dense(x, [[1]], None, seed=11, **kw).y)
-    assert not np.array_equal(a, dense(x, [[1]], None, seed=12, **kw).y)
-    assert 0.22 < a.mean() < 0.28
-
-
-# ----------------------------------------------------------------- bad input
-
-X, W = np.zeros((2, 3), dtype=np.int64), np.zeros((3, 4), dtype=np.int64)
-OK = dict(fmt_x=Q8, fmt_w=Q8, fmt_y=Q8, acc_bits=16)
-BAD_DENSE = [
-    ("outside Q8.0's range", dict(x=np.full((2, 3), 200))),
-    ("not integer", dict(x=np.zeros((2, 3)))),
-    ("not 2-D", dict(x=np.zeros(3, dtype=np.int64))),
-    ("but w has 4 rows", dict(w=np.zeros((4, 4), dtype=np.int64))),
-    ("product width", dict(fmt_x=QFormat(32, 0), fmt_w=QFormat(31, 0))),
-    ("acc_bits=63", dict(acc_bits=63)),
-    ("acc_bits=0", dict(acc_bits=0)),
-    ("acc_bits=16.0", dict(acc_bits=16.0)),
-    ("BW_acc too small to hold the bias", dict(b=np.array([0, 0, 40000, 0]))),
-    ("bias has shape", dict(b=np.zeros(3, dtype=np.int64))),
-    ("unknown overflow", dict(overflow="saturate")),
-    ("unknown rounding", dict(rounding="up")),
-    ("unknown activation", dict(activation="tanh")),
-    ("needs an integer seed", dict(rounding="stochastic")),
-    ("needs int64", dict(x=np.zeros((2, 9), dtype=np.int64), w=np.zeros((9, 4), dtype=np.int64),
-                         fmt_x=QFormat(31, 0), fmt_w=QFormat(31, 0), acc_bits=8, overflow="ideal")),
-    ("requantization shift", dict(fmt_x=QFormat(-20, 30), fmt_w=QFormat(-20, 30), fmt_y=QFormat(10, -8))),
-    ("prefix_stats=1 is not a bool", dict(prefix_stats=1)),
-]
-
-
-@pytest.mark.parametrize("needle,change", BAD_DENSE, ids=[n for n, _ in BAD_DENSE])
-def test_bad_dense_input_is_one_clear_line(needle, change):
-    args = dict(OK, x=X, w=W, b=None)
-    args.update(change)
-    messages = []
-    for fn in (dense, ref.dense):
-        with pytest.raises(FxpsimError) as info:
-            fn(args["x"], args["w"], args["b"],
-               **{k: v for k, v in args.items() if k not in ("x", "w", "b")})
-        messages.append(str(info.value))
-    assert messages[0] == messages[1]
-    assert needle in messages[0] and "\n" not in messages[0] and ":" in messages[0]
-
-
-BAD_CONV = [
-    ("x has 2 channels but w expects 3", dict(x=np.zeros((1, 2, 5, 5), dtype=np.int64))),
-    ("larger than the padded input", dict(x=np.zeros((1, 3, 2, 2), dtype=np.int64))),
-    ("stride=0", dict(stride=0)),
-    ("padding=-1", dict(padding=-1)),
-    ("not 4-D", dict(w=np.zeros((2, 3, 3), dtype=np.int64))),
-]
-
-
-@pytest.mark.parametrize("needle,change", BAD_CONV, ids=[n for n, _ in BAD_CONV])
-def test_bad_conv_input_is_one_clear_line(needle, change):
-    args = dict(OK, x=np.zeros((1, 3, 5, 5), dtype=np.int64), w=np.zeros((2, 3, 3, 3), dtype=np.int64))
-    args.update(change)
-    messages = []
-    for fn in (conv2d, ref.conv2d):
-        with pytest.raises(FxpsimError) as info:
-            fn(args["x"], args["w"], None, **{k: v for k, v in args.items() if k not in ("x", "w")})
-        messages.append(str(info.value))
-    assert messages[0] == messages[1] and needle in messages[0] and "\n" not in messages[0]
 
 
 @pytest.mark.parametrize("overflow", ["wrap", "clip"])
@@ -459,16 +360,16 @@ def test_int32_headroom_clamp_edges_match_reference(acc_bits, monkeypatch):
     w = np.array([[fx.raw_min, fx.raw_max, 1, -1, 0]] * 6)
     b = np.array([hi, -hi - 1, hi - 1, -hi, 0])  # at the rails, one step from them, zero
     kwargs = dict(fmt_x=fx, fmt_w=fx, fmt_y=QFormat(32, 0), acc_bits=acc_bits, overflow="clip")
-    assert datapath.lane_plan(acc_bits, -fx.raw_min, -fx.raw_min)[1] == 32
+    assert dp.lane_plan(acc_bits, -fx.raw_min, -fx.raw_min)[1] == 32
     seen = []
-    real = datapath.jit._dense_sat_lane_kernel
-    monkeypatch.setattr(datapath.jit, "_dense_sat_lane_kernel",
+    real = dp.jit._dense_sat_lane_kernel
+    monkeypatch.setattr(dp.jit, "_dense_sat_lane_kernel",
                         lambda *a: seen.append(a[5]) or real(*a))
     res = dense(x, w, b, **kwargs)
     assert seen and seen[0] == (-hi - 1, hi)  # the clamp path ran
     assert_same(res, ref.dense(x, w, b, **kwargs))
     assert res.stats.overflow_count > 0 and res.acc.max() == hi and res.acc.min() == -hi - 1
-    monkeypatch.setattr(datapath, "lane_plan", lambda *a: None)
+    monkeypatch.setattr(dp, "lane_plan", lambda *a: None)
     assert_same(dense(x, w, b, **kwargs), res)
 
 
@@ -500,15 +401,15 @@ def test_exact_check_adds_the_bias_in_int64_not_float64(overflow, acc, count, mo
     w = np.ones((k, 1), dtype=np.int8)
     b = np.array([2**61 - 3])
     checked = []
-    real = datapath._provably_safe
-    monkeypatch.setattr(datapath, "_provably_safe", lambda *a: checked.append(real(*a)) or checked[-1])
+    real = dp._provably_safe
+    monkeypatch.setattr(dp, "_provably_safe", lambda *a: checked.append(real(*a)) or checked[-1])
     kwargs = dict(fmt_x=Q8, fmt_w=Q8, fmt_y=QFormat(62, 0), acc_bits=62, overflow=overflow,
                   prefix_stats=True)
     res = dense(x, w, b, **kwargs)
     assert len(checked) == 1 and not checked[0].any()  # checked, and not judged safe
     assert res.acc.tolist() == [[acc]]
     # prefixes 2**61 - 3, 2**61, 2**61 - 1 (then zeros): the exact register must hold 2**61
-    assert res.stats == datapath.OverflowStats(k, count, 1, 2**61 - 1, 2**61)
+    assert res.stats == core.OverflowStats(k, count, 1, 2**61 - 1, 2**61)
     assert_same(res, zero_skipping_dense(x, w, b, kwargs))
 
 
@@ -517,7 +418,7 @@ def test_room_to_the_rails_rounds_down_exactly():
     nearest (above 2**53 it can round UP) a bound equal to the rounded room passed as safe."""
     lo, hi = -(1 << 61), (1 << 61) - 1
     rooms = [0, 1, 2**53 - 1, 2**53, 2**53 + 1, 2**53 + 3, 2**54 - 1, 2**60 + 129, 2**61 - 1]
-    got = datapath._room(np.array([lo + r for r in rooms], dtype=np.int64), lo, hi)
+    got = dp._room(np.array([lo + r for r in rooms], dtype=np.int64), lo, hi)
     for r, f in zip(rooms, got.tolist()):
         assert f <= r < float(np.nextafter(f, np.inf)), (r, f)  # Python compares float and int exactly
     assert float(2**53 + 3) > 2**53 + 3  # what a plain astype(float64) did
@@ -555,7 +456,7 @@ def test_conv_prefix_follows_channel_row_column_order():
 
 
 class PathLog:
-    """Which fast-path pieces ran: spies wrapped (monkeypatch) around datapath's internals
+    """Which fast-path pieces ran: spies wrapped (monkeypatch) around the dense engine's internals
     and its Numba kernels, recording a key per call."""
 
     def __init__(self, monkeypatch):
@@ -563,30 +464,30 @@ class PathLog:
         self.calls = []  # the (rows, cols) of the _accumulate_impl calls under way
         self.events = []
         m = monkeypatch
-        self.spy(m, datapath, "_all_sequential_pays", lambda out, x, w, *a, **k: (
-            "pays", "sampled" if x.shape[0] > 2 * datapath._SAMPLE_ROWS else "<=128 rows"
-            if x.size * w.shape[1] >= datapath._SMALL_SEQUENTIAL else "tiny", bool(out)))
-        self.spy(m, datapath, "_provably_safe", lambda out, *a: (
+        self.spy(m, dp, "_all_sequential_pays", lambda out, x, w, *a, **k: (
+            "pays", "sampled" if x.shape[0] > 2 * dp._SAMPLE_ROWS else "<=128 rows"
+            if x.size * w.shape[1] >= dp._SMALL_SEQUENTIAL else "tiny", bool(out)))
+        self.spy(m, dp, "_provably_safe", lambda out, *a: (
             "exact check", "proves some safe" if out.any() else "proves none safe"))
-        self.spy(m, datapath, "_provably_safe", lambda out, *a: (
+        self.spy(m, dp, "_provably_safe", lambda out, *a: (
             "exact check", "leaves some at risk" if not out.all() else "leaves none at risk"))
-        self.spy(m, datapath, "_sequential", lambda out, x, w, *a, **k: (
+        self.spy(m, dp, "_sequential", lambda out, x, w, *a, **k: (
             "sequential", "all" if (x.shape[0], w.shape[1]) == self.calls[-1] else "subset"))
-        self.spy(m, datapath, "_exact_matmul", lambda out, *a: ("exact sum", out.dtype.name))
-        self.spy(m, datapath.jit, "_dense_sat_lane_kernel", lambda out, *a: (
+        self.spy(m, dp, "_exact_matmul", lambda out, *a: ("exact sum", out.dtype.name))
+        self.spy(m, dp.jit, "_dense_sat_lane_kernel", lambda out, *a: (
             "clip lanes", a[2].dtype.name, "shifted" if a[5] is None else "clamped"))
-        self.spy(m, datapath.jit, "_dense_wrap_lane_kernel", lambda out, *a: ("wrap lanes", a[2].dtype.name))
-        self.spy(m, datapath.jit, "_dense_int64_kernel", lambda out, *a: (
+        self.spy(m, dp.jit, "_dense_wrap_lane_kernel", lambda out, *a: ("wrap lanes", a[2].dtype.name))
+        self.spy(m, dp.jit, "_dense_int64_kernel", lambda out, *a: (
             "int64 kernel", "wrap" if a[5] else "clip"))
-        self.spy(m, datapath.jit, "_prefix_max_kernel", lambda out, *a: ("prefix", "int64"))
-        real_impl, real_prefix = datapath._accumulate_impl, datapath._max_abs_prefix
+        self.spy(m, dp.jit, "_prefix_max_kernel", lambda out, *a: ("prefix", "int64"))
+        real_impl, real_prefix = dp._accumulate_impl, dp._max_abs_prefix
 
         def impl(x, w, bias, cfg, force_sequential=False):
             self.calls.append((x.shape[0], w.shape[1]))
             start = len(self.events)
             out = real_impl(x, w, bias, cfg, force_sequential)
             kinds = {e[0] for e in self.events[start:]}
-            if cfg.overflow is not datapath.Overflow.IDEAL and not kinds & {"pays", "sequential"}:
+            if cfg.overflow is not Overflow.IDEAL and not kinds & {"pays", "sequential"}:
                 self.note(("fast path", "no output at risk"))
             elif "pays" in kinds and "sequential" not in kinds:
                 self.note(("fast path", "exact check cleared every output"))
@@ -600,8 +501,8 @@ class PathLog:
                 self.note(("prefix", "python ints"))
             return out
 
-        m.setattr(datapath, "_accumulate_impl", impl)
-        m.setattr(datapath, "_max_abs_prefix", prefix)
+        m.setattr(dp, "_accumulate_impl", impl)
+        m.setattr(dp, "_max_abs_prefix", prefix)
 
     def note(self, key):
         self.seen.add(key)
@@ -630,7 +531,7 @@ BIG_DENSE_PATHS = {
     ("wrap lanes", "int16"), ("wrap lanes", "int32"), ("wrap lanes", "int64"),
     ("int64 kernel", "wrap"), ("int64 kernel", "clip"), ("prefix", "int64"), ("prefix", "python ints"),
 }
-"""What the big hypothesis cases must reach (each key a branch of datapath._accumulate_impl,
+"""What the big hypothesis cases must reach (each key a branch of dp._accumulate_impl,
 its exact check and row sample, a per-step kernel and lane, an exact-sum dtype)."""
 
 
@@ -642,7 +543,7 @@ def test_big_dense_calls_match_reference_on_every_fast_path(monkeypatch):
 
     def check(case):
         x, w, b, kwargs = case
-        assert x.shape[0] * x.shape[1] * w.shape[1] >= datapath._SMALL_SEQUENTIAL
+        assert x.shape[0] * x.shape[1] * w.shape[1] >= dp._SMALL_SEQUENTIAL
         assert_same(dense(x, w, b, **kwargs), zero_skipping_dense(x, w, b, kwargs))
 
     # a few examples per (target, overflow) cell, each cell its own fixed seed, so every
@@ -659,7 +560,7 @@ def test_big_conv_calls_match_reference(case):
     """conv2d at >= 2**18 MACs (im2col rows mostly > 128) near the rails == the reference twin."""
     x, w, b, kwargs = case
     res = conv2d(x, w, b, **kwargs)
-    assert res.stats.additions >= datapath._SMALL_SEQUENTIAL
+    assert res.stats.additions >= dp._SMALL_SEQUENTIAL
     assert_same(res, zero_skipping_conv(x, w, b, kwargs))
 
 
@@ -672,12 +573,12 @@ def test_small_calls_near_the_rails_match_reference(case):
     x, w, b, kwargs = case
     want = ref.dense(x, w, b, **kwargs)
     assert_same(dense(x, w, b, **kwargs), want)
-    small, datapath._SMALL_SEQUENTIAL = datapath._SMALL_SEQUENTIAL, 0
+    small, dp._SMALL_SEQUENTIAL = dp._SMALL_SEQUENTIAL, 0
     try:
         assert_same(dense(x, w, b, **kwargs), want)
         (acc_f, st_f), (acc_s, st_s) = both_paths(x, w, b, kwargs)
     finally:
-        datapath._SMALL_SEQUENTIAL = small
+        dp._SMALL_SEQUENTIAL = small
     np.testing.assert_array_equal(acc_f, want.acc)
     np.testing.assert_array_equal(acc_s, want.acc)
     assert st_f == st_s == want.stats
@@ -686,7 +587,7 @@ def test_small_calls_near_the_rails_match_reference(case):
 def test_prefix_stats_off_leaves_the_default_path_alone(monkeypatch):
     """prefix_stats=False (the default) runs no prefix pass and reports None."""
     called = []
-    monkeypatch.setattr(datapath, "_max_abs_prefix", lambda *a: called.append(1) or 0)
+    monkeypatch.setattr(dp, "_max_abs_prefix", lambda *a: called.append(1) or 0)
     rng = np.random.default_rng(6)
     x, w = rng.integers(-128, 128, (300, 900)), rng.integers(-128, 128, (900, 3))
     for fn in (dense, ref.dense):

@@ -1,0 +1,307 @@
+"""The engine registry: every datapath that can run a compute stage (DESIGN.md, issue 13).
+
+A :class:`~fxpsim.config.LayerConfig` names its engine (``engine``, default
+``dense``) and the engine's options (``engine_options``, declared and
+validated in :data:`fxpsim.config.ENGINE_OPTIONS`); the Simulator runs each
+stage on that engine, with the same stage cutting, quantization, format
+conversion and statistics for all of them. Each engine has a ``name``, the
+stage ``kinds`` it runs, ``prepare(stage, w_raw, cfg)`` (weights as the
+engine stores them, once per stage and config) and ``run(stage, x_raw,
+params, b_raw, cfg, seed)`` -> :class:`EngineResult` (raw ``y``, ``acc``,
+``stats``: :class:`EngineStats`, the datapath's OverflowStats plus the
+engine's ``extras``, its timing of the call).
+
+- ``dense``: the bit-parallel datapath (``fxpsim.kernels.dense``/``conv2d``;
+  a Simulator's ``backend`` may swap in the Python-int twin).
+- ``sparse``: EIE (Han et al., ISCA 2016): the CSC/PE encoding of the
+  quantized weights (rows interleaved over ``pes`` PEs, ``index_bits``
+  relative indices), run by ``fxpsim.sparse.kernel.sparse_dense``/
+  ``sparse_conv2d``; bit-identical with dense, ``additions`` = additions
+  performed; extras: :class:`SparseLayerStats` (PE cycles).
+- ``bitserial``: Stripes (Judd et al., MICRO 2016): activations fed one bit
+  per cycle in bricks of ``lanes`` (``fxpsim.datapath.bitserial``);
+  ``additions`` = register additions; extras: :class:`BitSerialCycles`.
+  Equal to dense for wrap/ideal, and for clip with unsigned activations,
+  ``lanes=1`` and datapath brick order (:meth:`Engine.equals_dense`).
+
+Binary (XNOR-popcount) layers are not fixed-point stages: ``fxpsim binary``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import ClassVar, Protocol
+
+import numpy as np
+
+from .. import kernels
+from ..config import ENGINE_OPTIONS, EngineOption, LayerConfig
+from ..errors import FxpsimError, check
+from ..kernels import OverflowStats
+from ..qformat import Overflow
+from ..sparse.csc import CSCEncoding, encode
+from ..sparse.kernel import ColumnSchedule, PEStats, column_schedule, sparse_conv2d, sparse_dense
+from ..sparse.pe import eie_matrix
+from .bitserial import bit_serial_conv2d, bit_serial_dense
+
+__all__ = ["ENGINES", "BitSerialCycles", "BitSerialEngine", "DenseEngine", "Engine", "EngineResult",
+           "EngineStats", "SparseEngine", "SparseLayerStats", "SparseWeights", "get", "register"]
+
+COLUMN_POINTER_BYTES = 2**30
+"""Most memory the sparse engine's per-PE column pointers and schedule may take (pes x columns)."""
+
+
+# --------------------------------------------------------------------------- results
+
+@dataclass(frozen=True, slots=True)
+class EngineStats(OverflowStats):
+    """The datapath's :class:`~fxpsim.kernels.OverflowStats` of one call plus the engine's ``extras``.
+
+    ``extras`` (None for dense) is the engine's timing of the call; it adds
+    up over batches (``a + b``) and is left out of equality, which compares
+    the datapath's statistics.
+    """
+
+    extras: object = field(default=None, compare=False)
+
+    @classmethod
+    def of(cls, stats, extras=None) -> EngineStats:
+        """``stats`` (any record with the OverflowStats fields) with ``extras``."""
+        return cls(**{f.name: getattr(stats, f.name, None) for f in fields(OverflowStats)}, extras=extras)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class EngineResult:
+    """One kernel call: raw ``y`` (fmt_y, activation applied), ``acc`` (FL_acc), ``stats``."""
+
+    y: np.ndarray
+    acc: np.ndarray
+    stats: EngineStats
+
+
+# --------------------------------------------------------------------------- engines
+
+class Stage(Protocol):
+    """What an engine reads of the Simulator's :class:`fxpsim.simulate.Stage` (which imports this module)."""
+
+    name: str
+    kind: str  # "dense" | "conv2d"
+    stride: int
+    padding: int
+    relu: bool  # ReLU fused into the kernel
+
+
+def _activation(stage: Stage) -> str:
+    return "relu" if stage.relu else "none"
+
+
+class Engine:
+    """A datapath that runs Dense/Conv2D stages; subclasses set ``name`` and ``kinds``."""
+
+    name: ClassVar[str] = ""
+    kinds: ClassVar[tuple[str, ...]] = ("dense", "conv2d")
+
+    @property
+    def options(self) -> tuple[EngineOption, ...]:
+        """The options this engine declares (:data:`fxpsim.config.ENGINE_OPTIONS`)."""
+        return ENGINE_OPTIONS[self.name]
+
+    def prepare(self, stage: Stage, w_raw: np.ndarray, cfg: LayerConfig):
+        """The weights as this engine stores them (default: the raw ints)."""
+        return w_raw
+
+    def run(self, stage: Stage, x_raw, params, b_raw, cfg: LayerConfig, seed) -> EngineResult:
+        raise NotImplementedError
+
+    def equals_dense(self, cfg: LayerConfig) -> bool:
+        """True when DESIGN.md's semantics make this engine's outputs equal the dense engine's."""
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class DenseEngine(Engine):
+    """The bit-parallel datapath: one product per addition, k = 0..K-1 (``fxpsim.kernels``)."""
+
+    name: ClassVar[str] = "dense"
+    dense: object = kernels.dense
+    conv2d: object = kernels.conv2d
+
+    def run(self, stage, x_raw, params, b_raw, cfg, seed) -> EngineResult:
+        common = dict(activation=_activation(stage), seed=seed)
+        if stage.kind == "dense":
+            res = self.dense(x_raw.reshape(x_raw.shape[0], -1), params, b_raw, cfg, **common)
+        else:
+            res = self.conv2d(x_raw, params, b_raw, cfg, stride=stage.stride, padding=stage.padding, **common)
+        return EngineResult(res.y, res.acc, EngineStats.of(res.stats))
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class SparseWeights:
+    """One stage's quantized weights as EIE stores them: raw ints, CSC/PE encoding, decoded schedule."""
+
+    raw: np.ndarray
+    enc: CSCEncoding
+    schedule: ColumnSchedule
+
+    @classmethod
+    def encode(cls, w: np.ndarray, n_pes: int, index_bits: int) -> SparseWeights:
+        """Raw weights ``w`` (Dense (K, N) or Conv2D (F, C, kh, kw)) -> their encoding."""
+        enc = encode(eie_matrix(w), n_pes, index_bits)
+        return cls(w, enc, column_schedule(enc))
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class SparseLayerStats:
+    """EIE timing of one stage over the images of one call, or summed over calls (``a + b``)."""
+
+    layer: str
+    kind: str
+    n_pes: int
+    index_bits: int
+    weights: int
+    nonzeros: int
+    padding_entries: int
+    """Stored padding entries (relative-index gaps longer than 2**index_bits - 1)."""
+    cycles_dense_input: int
+    """Busiest PE's stored entries: the cycles of one input vector without zero activations."""
+    images: int
+    vectors: int
+    """Input vectors run: images (FC) or images x output positions (conv)."""
+    additions: int
+    pe: PEStats
+
+    def __add__(self, other: SparseLayerStats) -> SparseLayerStats:
+        """The timing of both calls (the same layer and encoding; images, vectors, cycles add up)."""
+        check(other.layer == self.layer, f"cannot add the timing of {other.layer} to {self.layer}")
+        p, q = self.pe, other.pe
+        pe = PEStats(p.entries + q.entries, p.padding + q.padding, p.queued_cycles + q.queued_cycles,
+                     p.lockstep_cycles + q.lockstep_cycles)
+        return SparseLayerStats(self.layer, self.kind, self.n_pes, self.index_bits, self.weights,
+                                self.nonzeros, self.padding_entries, self.cycles_dense_input,
+                                self.images + other.images, self.vectors + other.vectors,
+                                self.additions + other.additions, pe)
+
+    def record(self) -> dict:
+        """A report row; cycle columns are per image (totals / images)."""
+        per = 1.0 / max(self.images, 1)
+        e = self.pe.entries
+        return {
+            "layer": self.layer, "kind": self.kind, "n_pes": self.n_pes, "index_bits": self.index_bits,
+            "nonzeros_pct": 100.0 * self.nonzeros / max(self.weights, 1),
+            "padding_entries": self.padding_entries, "images": self.images,
+            "cycles_total": self.pe.total_cycles, "cycles": self.pe.total_cycles * per,
+            "cycles_lockstep": self.pe.lockstep_cycles * per,
+            "cycles_dense_input": self.cycles_dense_input * self.vectors * per,
+            "pe_cycles_min": int(e.min()) * per, "pe_cycles_mean": float(e.mean()) * per,
+            "pe_cycles_max": int(e.max()) * per, "load_imbalance": self.pe.load_imbalance,
+            "padding_cycles": int(self.pe.padding.sum()) * per, "macs": self.additions * per,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SparseEngine(Engine):
+    """EIE's sparse datapath: the stage's CSC/PE encoding, zero weights and activations skipped.
+
+    Bit-identical with dense (every output row in one PE, activations
+    broadcast in increasing k: the dense order minus zero terms); conv
+    stages through im2col on the (F, C*kh*kw) EIE matrix.
+    """
+
+    name: ClassVar[str] = "sparse"
+
+    def prepare(self, stage, w_raw, cfg) -> SparseWeights:
+        """Encode the raw weights once (the Simulator caches this per stage and config)."""
+        pes, columns = cfg.options["pes"], int(np.prod(w_raw.shape[1:]) if stage.kind == "conv2d"
+                                                   else w_raw.shape[0])
+        need = 2 * pes * (columns + 1) * 8
+        check(need <= COLUMN_POINTER_BYTES,
+              f"layer {cfg.name}: pes={pes} x {columns} input columns need {need / 2**20:.0f} MiB of "
+              f"per-PE column pointers (at most {COLUMN_POINTER_BYTES // 2**20} MiB): use fewer PEs")
+        return SparseWeights.encode(w_raw, pes, cfg.options["index_bits"])
+
+    def run(self, stage, x_raw, params: SparseWeights, b_raw, cfg, seed) -> EngineResult:
+        common = dict(activation=_activation(stage), seed=seed, schedule=params.schedule)
+        if stage.kind == "dense":
+            res = sparse_dense(x_raw.reshape(x_raw.shape[0], -1), params.enc, b_raw, cfg, **common)
+        else:
+            res = sparse_conv2d(x_raw, params.enc, b_raw, cfg, kernel_size=params.raw.shape[-1],
+                                stride=stage.stride, padding=stage.padding, **common)
+        enc, images = params.enc, x_raw.shape[0]
+        timing = SparseLayerStats(stage.name, stage.kind, enc.n_pes, enc.index_bits, int(params.raw.size),
+                                  enc.nnz, enc.n_padding, int(enc.pe_entries.max(initial=0)), images,
+                                  images * int(np.prod(res.y.shape[2:])),  # conv: a vector per position
+                                  int(res.stats.additions), res.pe)
+        return EngineResult(res.y, res.acc, EngineStats.of(res.stats, timing))
+
+
+@dataclass(frozen=True, slots=True)
+class BitSerialCycles:
+    """Stripes' serial inner-product (SIP) work of one stage: per call, or summed (``a + b``)."""
+
+    layer: str
+    lanes: int
+    cycles_per_output: int
+    """One SIP's cycles for one output: ceil(K / lanes) * p (p = fmt_x width)."""
+    outputs: int
+    sip_cycles: int
+    """outputs x cycles_per_output: SIP cycles if one SIP computed every output."""
+
+    def __add__(self, other: BitSerialCycles) -> BitSerialCycles:
+        check(other.layer == self.layer, f"cannot add the cycles of {other.layer} to {self.layer}")
+        return BitSerialCycles(self.layer, self.lanes, self.cycles_per_output,
+                               self.outputs + other.outputs, self.sip_cycles + other.sip_cycles)
+
+
+@dataclass(frozen=True, slots=True)
+class BitSerialEngine(Engine):
+    """Stripes' bit-serial datapath: activations fed one bit per cycle in bricks of ``lanes``."""
+
+    name: ClassVar[str] = "bitserial"
+
+    def run(self, stage, x_raw, params, b_raw, cfg, seed) -> EngineResult:
+        o = cfg.options
+        common = dict(activation=_activation(stage), seed=seed, lanes=o["lanes"],
+                      msb_first=bool(o["msb_first"]))
+        if stage.kind == "dense":
+            res = bit_serial_dense(x_raw.reshape(x_raw.shape[0], -1), params, b_raw, cfg, **common)
+        else:
+            res = bit_serial_conv2d(x_raw, params, b_raw, cfg, stride=stage.stride, padding=stage.padding,
+                                    order=o["brick_order"], **common)
+        outputs = int(res.y.size)
+        cycles = BitSerialCycles(stage.name, o["lanes"], res.cycles_per_output, outputs,
+                                 outputs * res.cycles_per_output)
+        return EngineResult(res.y, res.acc, EngineStats.of(res.stats, cycles))
+
+    def equals_dense(self, cfg) -> bool:
+        """Wrap/ideal always; clip with unsigned activations, lanes=1 and datapath bricks
+        (:mod:`fxpsim.datapath.bitserial`)."""
+        o = cfg.options
+        return (cfg.overflow is not Overflow.CLIP
+                or (not cfg.fmt_x.signed and o["lanes"] == 1 and o["brick_order"] == "datapath"))
+
+
+# --------------------------------------------------------------------------- registry
+
+ENGINES: dict[str, Engine] = {}
+"""The registered engines by name (the names :data:`fxpsim.config.ENGINE_OPTIONS` declares)."""
+
+
+def register(engine: Engine) -> Engine:
+    """Add ``engine`` to :data:`ENGINES`; its name must declare its options in ENGINE_OPTIONS."""
+    check(engine.name in ENGINE_OPTIONS,
+          f"engine {engine.name!r} declares no options in fxpsim.config.ENGINE_OPTIONS: add its entry there")
+    ENGINES[engine.name] = engine
+    return engine
+
+
+def get(name: str) -> Engine:
+    """The engine called ``name``, or a one-line error."""
+    try:
+        return ENGINES[name]
+    except KeyError:
+        raise FxpsimError(f"engine {name!r} is not registered: use one of {', '.join(ENGINES)}") from None
+
+
+register(DenseEngine())
+register(SparseEngine())
+register(BitSerialEngine())
