@@ -133,20 +133,12 @@ def test_han_lenet300_figures_are_printed_beside_ours(tmp_path):
     assert stages.loc["pruned", "weights_kept_pct"] == pytest.approx(10, abs=0.1)
 
 
-def test_conv_input_vectors_match_the_conv_layer():
-    """The (B, P, K) input vectors of a conv layer, times its EIE matrix, give the conv's output."""
-    from fxpsim.cli.compress import layer_inputs
-    from fxpsim.network import build_network
-    from fxpsim.sparse.pe import eie_matrix
+def test_no_cli_command_module_imports_another():
+    """Issue 13: `cli/compress` imported `cli/prune`; shared plumbing lives in non-command CLI modules."""
+    from fxpsim.cli import _COMMANDS
+    from test_imports import import_graph
 
-    net = build_network("conv3x3s2p1-relu-fc4", (2, 7, 7), 4, seed=1)
-    x = np.random.default_rng(0).normal(size=(5, 2, 7, 7)) * (np.random.default_rng(1).random((5, 2, 7, 7)) < 0.5)
-    active = layer_inputs(net, {"conv1": 0, "fc1": 3}, x)
-    conv = net.layers[0]
-    assert active["conv1"].shape == (5, 16, 18)
-    # with x replaced by its non-zero pattern, the conv (bias 0) equals active @ W^T
-    conv.params["b"][...] = 0
-    y = conv.forward((x != 0).astype(np.float64))  # (B, F, ho, wo)
-    got = active["conv1"].astype(np.float64) @ eie_matrix(conv.params["W"]).T  # (B, P, F)
-    np.testing.assert_allclose(got, y.transpose(0, 2, 3, 1).reshape(5, 16, 3), rtol=1e-5)
-    assert active["fc1"].shape == (5, 48)
+    graph = import_graph(toplevel_only=False)
+    for mod in _COMMANDS:
+        others = sorted(t for t in graph[mod] if t in _COMMANDS and t != mod)
+        assert not others, f"{mod} imports the command module(s) {others}"

@@ -3,7 +3,8 @@
 - ``--acc-bits N``: de Bruin et al.'s accumulator-constrained search.
 - ``--tolerance T``: Judd et al.'s per-layer minimum precisions (Table 2).
 - ``--acc-table``: de Bruin's required-accumulator table, accuracy vs BW_acc
-  for every constraint and overflow mode, and the wrap/clip case study.
+  for every constraint and overflow mode, and the wrap/clip case study
+  (:func:`fxpsim.experiments.acc_table.run_acc_table`).
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import pandas as pd
 
 from . import arg_type
 from .common import add_model_args, calibration_set, load_model_and_data, stem_for
-from ..constraints import CONSTRAINTS
+from ..constraints import CONSTRAINTS, plot_solution_space
 from ..errors import FxpsimError, check
+from ..experiments.acc_table import AccTableStudy, run_acc_table
 from ..reports import format_table, model_provenance, save_figure, write_table
+from ..search import plot_acc_sweep
 
 TOLERANCES = (0.01, 0.02, 0.05, 0.10)
 JUDD_LENET = ("Judd et al. (ICLR 2016) Table 2, LeNet (Caffe's, 4 layers): at 1 % the data formats "
@@ -160,37 +163,18 @@ def _run_tolerance(args) -> int:
 
 
 def _run_acc_table(args) -> int:
-    from ..constraints import plot_solution_space, solution_space
-    from ..search import (acc_bits_sweep, accumulator_search, layer_ranges, overflow_case_study,
-                          plot_acc_sweep, required_accumulator_table)
-
-    path, model, data, sim, ev, prof = _setup(args)
-    stem = stem_for(path)
-    out = Path(args.out)
-    req = required_accumulator_table(ev, prof)
-    text = (f"Model {model_provenance(path)}; 8-bit weights and data (profiled integer bits). Integer lengths IL_acc "
-            "exclude the sign bit, as in de Bruin et al. (BW_acc = IL_acc + FL_acc + 1). LB_wrap / "
-            "LB_clip: the smallest IL_acc of the layer alone that keeps normalized accuracy > 99 % "
-            f"on {len(ev.y)} calibration samples (8-bit quantized accuracy with ideal accumulators: "
-            f"{req.attrs['quantized_ideal_accuracy']:.4f}; float {req.attrs['float_accuracy']:.4f}).")
-    write_table(req, f"{stem}_acc_required", out, title="Required accumulator range", text=text)
-    print(format_table(req))
-    space = pd.concat([solution_space(r, 16) for r in layer_ranges(ev, prof)], ignore_index=True)
-    write_table(space, f"{stem}_solution_space", out, title="Solution space at BW_acc = 16 (de Bruin Fig. 4)",
-                text="Every (BW_w, BW_d) up to 16 bits per layer: safe under WC_w/WC_d or ACT_w/WC_d "
-                     "(checked exactly on raw integers), the ACT_w optima, the ACT_y line.")
-    save_figure(plot_solution_space(space, f"{stem}: solution space at BW_acc = 16"),
+    path, model, data = load_model_and_data(args)
+    study = AccTableStudy(stem_for(path), model_provenance(path), seed=args.seed, progress=not args.no_progress)
+    report = run_acc_table(study, model, calibration_set(model, data, args.samples, args.seed))
+    out, stem = Path(args.out), study.stem
+    for name, table, title, text in report.tables():
+        write_table(table, name, out, title=title, text=text)
+    save_figure(plot_solution_space(report.space, f"{stem}: solution space at BW_acc = {study.space_bits}"),
                 out / f"{stem}_solution_space.png")
-    sweep = acc_bits_sweep(ev, prof, progress=not args.no_progress)
-    write_table(sweep, f"{stem}_acc_sweep", out, title="Normalized accuracy vs BW_acc")
-    save_figure(plot_acc_sweep(sweep, f"{stem}: normalized accuracy vs BW_acc"),
-                out / f"{stem}_acc_sweep.png")
-    print("\n" + format_table(sweep.pivot_table(index="acc_bits", columns=["constraint", "overflow"],
-                                                values="normalized_accuracy").reset_index()))
-    config, _ = accumulator_search(ev, prof, 32, "act-y", "wrap")
-    case = overflow_case_study(ev, config, range(32, 7, -2))
-    write_table(case, f"{stem}_overflow_case", out, title="Overflow case study: formats fixed "
-                "(act-y at 32 bits), accumulator narrowed, wrap vs clip")
-    print("\n" + format_table(case))
+    save_figure(plot_acc_sweep(report.sweep, f"{stem}: normalized accuracy vs BW_acc"), out / f"{stem}_acc_sweep.png")
+    print(format_table(report.required))
+    print("\n" + format_table(report.sweep.pivot_table(index="acc_bits", columns=["constraint", "overflow"],
+                                                       values="normalized_accuracy").reset_index()))
+    print("\n" + format_table(report.case))
     print(f"wrote {stem}_acc_required / _acc_sweep / _overflow_case (.csv, .md, .png) in {out}")
     return 0

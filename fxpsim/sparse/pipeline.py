@@ -1,4 +1,8 @@
-"""Deep Compression's three-stage pipeline, counted in bits per layer (Han et al., ICLR 2016).
+"""Deep Compression's three-stage pipeline, counted in EIE's storage bits per layer (Han et al., ICLR 2016).
+
+The compression itself (pruning, k-means sharing, Huffman) is :mod:`fxpsim.compress`;
+this module sizes its result in EIE's per-PE CSC (:mod:`.csc`) and counts PE cycles,
+so it stays with EIE's storage.
 
 Stages of one layer's weight matrix (the EIE matrix, :mod:`.pe`, rows
 interleaved over ``n_pes`` PEs, CSC with ``index_bits`` relative indices,
@@ -29,11 +33,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..compress.huffman import huffman_code
+from ..compress.sharing import SharedWeights, index_bits as cluster_bits
 from ..errors import check
 from .csc import encode, storage
-from .huffman import huffman_code
 from .pe import eie_matrix
-from .sharing import SharedWeights, index_bits as cluster_bits
 
 
 @dataclass(frozen=True, slots=True)

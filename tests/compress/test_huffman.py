@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from fxpsim.errors import FxpsimError
 from fxpsim.sparse.csc import encode
-from fxpsim.sparse.huffman import huffman_code, huffman_lengths
+from fxpsim.compress.huffman import huffman_code, huffman_lengths
 
 
 def test_textbook_example():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from fxpsim.errors import FxpsimError
-from fxpsim.sparse.lowrank import multiplications, truncated_svd
+from fxpsim.compress.lowrank import multiplications, truncated_svd
 
 
 def test_lecture_multiplication_count():

@@ -6,8 +6,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fxpsim.errors import FxpsimError
-from fxpsim.sparse.sharing import (centroid_gradients, compression_rate, fine_tune_step, index_bits,
-                                   init_centroids, kmeans_share)
+from fxpsim.compress.sharing import (SharedWeights, centroid_gradients, compression_rate, fine_tune_step,
+                                     index_bits, init_centroids, kmeans_share)
 
 
 def test_compression_rate_paper_example():
@@ -56,7 +56,6 @@ def test_centroid_gradients_sum_each_cluster():
     grad = np.arange(16, dtype=float).reshape(4, 4) / 10
     g = centroid_gradients(grad, labels, 4)
     np.testing.assert_allclose(g, [sum(grad[labels == c]) for c in range(4)])
-    from fxpsim.sparse.sharing import SharedWeights
     sw = SharedWeights(np.array([-1.0, 0.0, 1.5, 2.0]), labels, 1)
     np.testing.assert_allclose(fine_tune_step(sw, grad, 0.5).centroids, sw.centroids - 0.5 * g)
     masked = labels.copy()

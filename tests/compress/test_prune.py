@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 from fxpsim.errors import FxpsimError
 from fxpsim.sparse.pe import (eie_matrix, load_imbalance, lockstep_cycles, pe_nonzeros,
                               queued_cycles)
-from fxpsim.sparse.prune import (apply_mask, load_balanced_mask, mask_sparsity, sparsity_mask,
-                                 threshold_mask)
+from fxpsim.compress.prune import apply_mask, mask_sparsity, sparsity_mask, threshold_mask
+from fxpsim.sparse.prune import load_balanced_mask
 
 
 def test_threshold_is_quality_times_std():

@@ -1,0 +1,1 @@
+"""Tests of fxpsim.experiments: the studies the CLI runs, called without argv."""
