@@ -11,7 +11,7 @@ repository root, its report folder option (``--out``, or ``--reports`` for
 ``reports/``).
 
 - QUICK entries use the shipped digits models (the digits data ships with
-  scikit-learn): ``--quick`` runs only them, and ``tests/test_reproduce.py``
+  scikit-learn): ``--quick`` runs only them, and ``tests/experiments/test_reproduce.py``
   checks that they rewrite the committed files byte for byte.
 - FULL entries need MNIST (``--data-dir``, or ``$FXPSIM_DATA``); without it
   they are skipped with a message. They include prune/retrain and binary

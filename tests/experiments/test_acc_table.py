@@ -1,6 +1,6 @@
 """de Bruin's accumulator study without argv: :func:`fxpsim.experiments.acc_table.run_acc_table`.
 
-The full default study on the digits CNN is what ``tests/test_reproduce.py``
+The full default study on the digits CNN is what ``tests/experiments/test_reproduce.py``
 regenerates byte for byte (``reports/digits-cnn_acc_*``); here a short one
 on the digits MLP.
 """

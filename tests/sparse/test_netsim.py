@@ -22,7 +22,7 @@ from fxpsim.sparse.pe import eie_matrix
 from fxpsim.sparse.prune import apply_mask, sparsity_mask
 from fxpsim.train.data import load_dataset
 
-MODELS = Path(__file__).resolve().parents[1] / "models"
+MODELS = Path(__file__).resolve().parents[2] / "models"
 
 
 @pytest.fixture(scope="module")

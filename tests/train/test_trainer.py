@@ -161,7 +161,7 @@ def test_cli_eval_bad_model_file(tmp_path, capsys):
     assert err.count("\n") == 1 and "not a zip" in err
 
 
-MODELS = __import__("pathlib").Path(__file__).resolve().parents[1] / "models"
+MODELS = __import__("pathlib").Path(__file__).resolve().parents[2] / "models"
 #: shipped model -> minimum test accuracy (issue 3 targets)
 SHIPPED = {"digits-mlp.npz": 0.97, "digits-cnn.npz": 0.97, "lenet300-mnist.npz": 0.98, "lenet5-mnist.npz": 0.99,
            "lenet5-caffe-mnist.npz": 0.99}
@@ -203,7 +203,7 @@ def test_shift_augmentation_trains_and_is_seeded(prepared):
 
 
 def test_cli_train_bad_checksum_mnist_is_one_line(tmp_path, capsys):
-    from test_data import write_fake_mnist  # fake IDX files: their md5 sums are not MNIST's
+    from train.test_data import write_fake_mnist  # fake IDX files: their md5 sums are not MNIST's
 
     write_fake_mnist(tmp_path / "mnist")
     status = main(["train", "--dataset", "mnist", "--data-dir", str(tmp_path), "--arch", "lenet300",

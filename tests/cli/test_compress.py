@@ -9,7 +9,7 @@ import pytest
 from fxpsim.cli import main
 from fxpsim.modelfile import load_model
 
-MODELS = Path(__file__).resolve().parents[1] / "models"
+MODELS = Path(__file__).resolve().parents[2] / "models"
 MLP = str(MODELS / "digits-mlp.npz")
 
 
