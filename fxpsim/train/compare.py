@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from ..network import build_network
+from ..graph.build import build_network
+from ..reports import new_figure, save_figure, to_csv, write_text_atomic
 from .data import Preprocess, load_dataset, train_val_split
 from .optim import OPTIMIZERS
 from .trainer import TrainConfig, evaluate, fit
@@ -54,25 +53,22 @@ def compare_optimizers(dataset_name: str = "digits", arch: str = DEFAULT_ARCH, *
             lr = BASE_LR[name] * factor
             net = build_network(arch, ds.input_shape, ds.n_classes, seed=seed)
             cfg = TrainConfig(optimizer=name, lr=lr, epochs=epochs, batch_size=batch_size, seed=seed)
-            t0 = time.perf_counter()
             try:
                 hist = fit(net, x_tr, y_tr, cfg, x_val, y_val, progress=False)
             except ValueError:  # diverged at this rate: not a candidate
                 continue
-            seconds = time.perf_counter() - t0
             key = (max(hist.column("val_accuracy")), -min(hist.column("val_loss")))
             if best is None or key > best[0]:
-                best = (key, lr, hist, net, seconds)
+                best = (key, lr, hist, net)
         if best is None:
             continue
-        (val_best, _), lr, hist, net, seconds = best
+        (val_best, _), lr, hist, net = best
         val_acc = hist.column("val_accuracy")
         reach = next((e + 1 for e, a in enumerate(val_acc) if a >= target), None)
         rows.append({
             "optimizer": name, "lr": lr, "test_accuracy": evaluate(net, x_test, ds.y_test)[1],
             "best_val_accuracy": val_best, "best_epoch": hist.best_epoch,
             f"epochs_to_val_{target:g}": reach, "final_train_loss": hist.column("loss")[-1],
-            "train_seconds": round(seconds, 2),
         })
         curves[name] = hist
         if log:
@@ -82,12 +78,7 @@ def compare_optimizers(dataset_name: str = "digits", arch: str = DEFAULT_ARCH, *
 
 def plot_curves(curves: dict, path: Path, title: str) -> None:
     """Training loss (log scale) and validation accuracy per epoch, one line per optimizer."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (ax_loss, ax_acc) = new_figure(1, 2, figsize=(11, 4.2))
     for name, hist in curves.items():
         epochs = hist.column("epoch")
         ax_loss.plot(epochs, hist.column("loss"), label=name)
@@ -99,8 +90,20 @@ def plot_curves(curves: dict, path: Path, title: str) -> None:
     ax_acc.legend(loc="lower right", fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
+
+
+def _without_out(argv) -> list[str]:
+    """The command's arguments without ``--out DIR``: the report quotes no folder of this machine."""
+    argv, keep, skip = list(argv), [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--out":
+            skip = True
+        elif not a.startswith("--out="):
+            keep.append(a)
+    return keep
 
 
 def main(argv=None) -> int:
@@ -120,7 +123,7 @@ def main(argv=None) -> int:
         table, curves = compare_optimizers(args.dataset, args.arch, epochs=args.epochs, batch_size=args.batch_size,
                                            seed=args.seed, target=args.target, data_dir=args.data_dir, log=print)
     title = f"{args.arch} on {args.dataset}, seed {args.seed}, batch {args.batch_size}, {args.epochs} epochs"
-    table.to_csv(out / "optimizers.csv", index=False)
+    write_text_atomic(out / "optimizers.csv", to_csv(table))
     plot_curves(curves, out / "optimizers.png", title)
     md = [
         "# Optimizers compared (lecture notes, Algorithms 8.1-8.7)",
@@ -137,7 +140,7 @@ def main(argv=None) -> int:
         "Regenerate with:",
         "",
         "```",
-        " ".join(["python -m fxpsim.train.compare", *(sys.argv[1:] if argv is None else argv)]),
+        " ".join(["python -m fxpsim.train.compare", *_without_out(sys.argv[1:] if argv is None else argv)]),
         "```",
         "",
         table.to_markdown(index=False, floatfmt=".4g"),
@@ -145,7 +148,7 @@ def main(argv=None) -> int:
         "![training curves](optimizers.png)",
         "",
     ]
-    (out / "optimizers.md").write_text("\n".join(md))
+    write_text_atomic(out / "optimizers.md", "\n".join(md))
     print(table.to_string(index=False))
     print(f"wrote {out / 'optimizers.md'}, {out / 'optimizers.csv'}, {out / 'optimizers.png'}")
     return 0
