@@ -46,18 +46,38 @@ MAX_OPERAND_BITS = 16
 
 @dataclass(frozen=True, slots=True)
 class LayerRanges:
-    """What the constraints need to know of one layer (float weights, profiled ranges)."""
+    """What the constraints need to know of one layer: its stage and two profiled ranges.
 
-    name: str
-    W: np.ndarray  # folded float weights, dense (K, N) or conv (F, C, kh, kw)
-    b: np.ndarray
-    kind: str
+    ``stage``: a :class:`fxpsim.simulate.Stage` (folded float weights ``W``,
+    dense (K, N) or conv (F, C, kh, kw), bias ``b``, ``kind``, ``name``,
+    ``fan_in``); :func:`fxpsim.search.layer_ranges` pairs each stage with its
+    :class:`~fxpsim.simulate.LayerProfile`. ``max_abs_x``: the profiled max
+    |input|; ``max_abs_acc``: the profiled max |W x + b| before the activation.
+    """
+
+    stage: object  # a fxpsim.simulate.Stage (fxpsim.simulate imports this module: no import back)
     max_abs_x: float
-    max_abs_acc: float  # profiled max |W x + b| before the activation
+    max_abs_acc: float
+
+    @property
+    def name(self) -> str:
+        return self.stage.name
+
+    @property
+    def kind(self) -> str:
+        return self.stage.kind
+
+    @property
+    def W(self) -> np.ndarray:
+        return self.stage.W
+
+    @property
+    def b(self) -> np.ndarray:
+        return self.stage.b
 
     @property
     def fan_in(self) -> int:
-        return int(self.W.shape[0] if self.kind == "dense" else np.prod(self.W.shape[1:]))
+        return self.stage.fan_in
 
     @property
     def int_bits_w(self) -> int:
@@ -97,12 +117,14 @@ def _channel_l1(w_raw: np.ndarray, kind: str) -> np.ndarray:
     return a.sum(axis=0) if kind == "dense" else a.reshape(a.shape[0], -1).sum(axis=1)
 
 
-def quantized_weights(layer: LayerRanges, fmt_w: QFormat, rounding="nearest-even") -> np.ndarray:
+def quantized_weights(layer, fmt_w: QFormat, rounding="nearest-even") -> np.ndarray:
+    """Raw weights of ``layer`` (a Stage or LayerRanges) in ``fmt_w``, saturated."""
     return quantize(layer.W, fmt_w, rounding, "clip")
 
 
-def quantized_bias(layer: LayerRanges, fmt_w: QFormat, fmt_x: QFormat, acc_bits: int,
+def quantized_bias(layer, fmt_w: QFormat, fmt_x: QFormat, acc_bits: int,
                    rounding="nearest-even") -> np.ndarray:
+    """Raw bias of ``layer`` (a Stage or LayerRanges) in the accumulator format (FL_w + FL_d), saturated."""
     fl = fmt_w.frac_bits + fmt_x.frac_bits
     return quantize(layer.b, QFormat(acc_bits - fl, fl), rounding, "clip")
 
@@ -132,9 +154,10 @@ def paper_sum(constraint: str, layer: LayerRanges, acc_bits: int, fmt_w: QFormat
     return acc_bits - math.floor(math.log2(r)) + il_w if r > 0 else acc_bits + il_w
 
 
-def a2q_weights(layer: LayerRanges, fmt_w: QFormat, fmt_x: QFormat, acc_bits: int,
+def a2q_weights(layer, fmt_w: QFormat, fmt_x: QFormat, acc_bits: int,
                 rounding="nearest-even") -> tuple[np.ndarray, np.ndarray]:
-    """Raw weights with every channel's L1 norm within the A2Q bound; and the violators' mask.
+    """Raw weights of ``layer`` (a Stage or LayerRanges) with every channel's L1 norm within the A2Q
+    bound; and the violators' mask.
 
     A violating channel's raw weights are scaled by bound / L1 and rounded
     toward zero, which keeps its L1 norm at most the bound.
@@ -167,8 +190,9 @@ def candidates(constraint: str, layer: LayerRanges, acc_bits: int,
     """
     check(constraint in CONSTRAINTS,
           f"unknown constraint {constraint!r}: use one of {', '.join(CONSTRAINTS)}")
-    check(isinstance(acc_bits, int) and 1 <= acc_bits <= MAX_WIDTH,
-          f"acc bits {acc_bits!r} must be in 1..{MAX_WIDTH}")
+    check(isinstance(acc_bits, int) and not isinstance(acc_bits, bool) and 1 <= acc_bits <= MAX_WIDTH,
+          f"acc_bits={acc_bits!r} must be a whole number of bits in 1..{MAX_WIDTH}: the int64 datapath "
+          f"holds at most {MAX_WIDTH} accumulator bits (qformat.MAX_WIDTH); choose BW_acc in that range")
     out: list[Candidate] = []
     if constraint == "act-y":
         # FL_w + FL_d = BW_acc - I_y; an accumulator wider than the widest operands can use

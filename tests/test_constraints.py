@@ -12,6 +12,13 @@ from fxpsim.constraints import (LayerRanges, a2q_weights, candidates, min_acc_bi
                                 quantized_bias, quantized_weights, worst_case_acc)
 from fxpsim.errors import FxpsimError
 from fxpsim.qformat import QFormat
+from fxpsim.simulate import Stage
+
+
+def _ranges(name, W, b, kind, max_abs_x, max_abs_acc) -> LayerRanges:
+    """A layer from its weights (a Stage built from weights only) with its profiled ranges."""
+    return LayerRanges(Stage(name, kind, np.asarray(W, np.float64), np.asarray(b, np.float64)), max_abs_x,
+                       max_abs_acc)
 
 
 @st.composite
@@ -24,7 +31,7 @@ def dense_layer_st(draw, max_k=64, max_n=6):
     W = rng.normal(0, scale, (k, n))
     b = rng.normal(0, draw(st.sampled_from([0.0, 0.1, 1.0])), n)
     max_x = draw(st.sampled_from([0.7, 1.0, 4.0, 30.0]))
-    return LayerRanges("fc1", W, b, "dense", max_x, float(np.abs(W).sum(0).max() * max_x + np.abs(b).max()))
+    return _ranges("fc1", W, b, "dense", max_x, float(np.abs(W).sum(0).max() * max_x + np.abs(b).max()))
 
 
 def _worst_inputs(w_raw: np.ndarray, fmt_x: QFormat) -> np.ndarray:
@@ -77,20 +84,20 @@ def test_candidates_are_pareto_maximal(layer, acc_bits):
 
 def test_wc_matches_paper_equation_off_the_edges():
     rng = np.random.default_rng(0)
-    layer = LayerRanges("fc1", rng.normal(0, 0.1, (100, 4)), np.zeros(4), "dense", 0.9, 1.0)
+    layer = _ranges("fc1", rng.normal(0, 0.1, (100, 4)), np.zeros(4), "dense", 0.9, 1.0)
     for acc_bits in (16, 20, 24):
         sums = {c.bw_w + c.bw_d for c in candidates("wc", layer, acc_bits)}
         assert max(sums) == paper_sum("wc", layer, acc_bits)  # K = 100, not a power of two
 
 
 def test_wc_power_of_two_k_is_one_bit_safer_than_the_paper():
-    layer = LayerRanges("fc1", np.full((64, 1), 0.01), np.zeros(1), "dense", 0.9, 1.0)
+    layer = _ranges("fc1", np.full((64, 1), 0.01), np.zeros(1), "dense", 0.9, 1.0)
     sums = {c.bw_w + c.bw_d for c in candidates("wc", layer, 16)}
     assert max(sums) == paper_sum("wc", layer, 16) - 1
 
 
 def test_act_y_uses_profiled_output_range():
-    layer = LayerRanges("fc1", np.full((10, 2), 0.1), np.zeros(2), "dense", 1.0, 5.0)  # I_y = 4
+    layer = _ranges("fc1", np.full((10, 2), 0.1), np.zeros(2), "dense", 1.0, 5.0)  # I_y = 4
     for c in candidates("act-y", layer, 16):
         assert c.fmt_w.frac_bits + c.fmt_x.frac_bits == 16 - 4
     wide = candidates("act-y", layer, 40)  # more than 16-bit operands can use: the widest ones
@@ -98,7 +105,7 @@ def test_act_y_uses_profiled_output_range():
 
 
 def test_too_narrow_accumulator_is_a_clear_error():
-    layer = LayerRanges("conv2", np.full((6, 3, 5, 5), 0.2), np.zeros(6), "conv2d", 1.0, 10.0)
+    layer = _ranges("conv2", np.full((6, 3, 5, 5), 0.2), np.zeros(6), "conv2d", 1.0, 10.0)
     need = min_acc_bits("wc", layer)
     assert candidates("wc", layer, need) and not candidates("wc", layer, need - 1)
     with pytest.raises(FxpsimError, match="unknown constraint"):
@@ -109,7 +116,7 @@ def test_solution_space_classifies_every_pair():
     from fxpsim.constraints import solution_space
 
     rng = np.random.default_rng(1)
-    layer = LayerRanges("fc1", rng.normal(0, 0.2, (50, 3)), rng.normal(0, 0.1, 3), "dense", 2.0, 6.0)
+    layer = _ranges("fc1", rng.normal(0, 0.2, (50, 3)), rng.normal(0, 0.1, 3), "dense", 2.0, 6.0)
     df = solution_space(layer, 16, max_bits=10)
     assert len(df) == 100
     assert (df["act_w_safe"] | ~df["wc_safe"]).all()  # worst-case safe implies actual-weights safe

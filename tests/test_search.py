@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 
 from fxpsim.cli import main
+from fxpsim.cli import search as cli_search
 from fxpsim.config import NetworkConfig
 from fxpsim.constraints import CONSTRAINTS
 from fxpsim.errors import FxpsimError
 from fxpsim.modelfile import load_model, save_model
+from fxpsim.qformat import MAX_WIDTH
 from fxpsim.search import (acc_bits_sweep, accumulator_search, check_acc_bits, layer_ranges,
                            overflow_case_study, required_accumulator_table, tolerance_search,
                            traffic_ratio, layer_shapes)
@@ -81,8 +83,40 @@ def test_accumulator_search_fits_the_accumulator(setup, constraint):
 
 def test_too_narrow_accumulator_names_the_layer(setup):
     model, data, sim, ev, prof = setup
-    with pytest.raises(FxpsimError, match=r"layer fc1 .*needs at least \d+ bits"):
+    with pytest.raises(FxpsimError, match=r"layer fc1 .*needs at least \d+ bits") as bad:
         check_acc_bits("wc", layer_ranges(ev, prof), 4)
+    assert "--" not in str(bad.value)  # a library message names no CLI flag
+
+
+@pytest.mark.parametrize("acc_bits", [0, MAX_WIDTH + 1, True, 16.0])
+def test_acc_bits_outside_the_datapath_is_refused_once_without_cli_flags(setup, acc_bits):
+    """Issue 13: acc_bits was range-checked in several places, one library message naming --acc-bits."""
+    model, data, sim, ev, prof = setup
+    want = rf"acc_bits={acc_bits!r} must be a whole number of bits in 1\.\.{MAX_WIDTH}"
+    with pytest.raises(FxpsimError, match=want) as bad:
+        check_acc_bits("act-w", layer_ranges(ev, prof), acc_bits)
+    assert "--" not in str(bad.value)
+
+
+def test_cli_acc_bits_bound_is_max_width(monkeypatch):
+    """The CLI's --acc-bits type checks against qformat.MAX_WIDTH, not a literal 62."""
+    monkeypatch.setattr(cli_search, "MAX_WIDTH", 40)
+    with pytest.raises(FxpsimError, match=r"--acc-bits 41 must be in 1\.\.40"):
+        cli_search._acc_bits("41")
+    assert cli_search._acc_bits("40") == 40
+
+
+def test_layer_shapes_and_ranges_are_the_stages(setup):
+    """Traffic counts and constraint ranges derive from the stages (no copies of their fields)."""
+    model, data, sim, ev, prof = setup
+    shapes, ranges = layer_shapes(ev), layer_ranges(ev, prof)
+    n_in = ev.x[0].size
+    for stage, shape, r, p, (_, stage_out) in zip(sim.stages, shapes, ranges, prof, ev.trace):
+        assert shape is stage and r.stage is stage
+        assert (shape.weights, shape.inputs, shape.outputs) == (stage.W.size, n_in, stage_out[0].size)
+        assert (r.name, r.fan_in, r.max_abs_x, r.max_abs_acc) == (stage.name, stage.fan_in, p.max_abs_x,
+                                                                  p.max_abs_acc)
+        n_in = stage_out[0].size
 
 
 def test_wrap_collapses_where_clip_degrades(setup):

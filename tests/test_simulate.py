@@ -52,6 +52,40 @@ def test_stages_fold_batchnorm_and_fuse_relu():
     np.testing.assert_allclose(trace[-1][1], net.forward(x.astype(np.float64)), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("spec, shape", [
+    ("conv4x3p1-bn-relu-maxpool2-conv8x3s2-relu-fc16-bn-relu-dropout50-fc10", (1, 8, 8)),
+    ("dropout10-conv3x3p1-avgpool2-fc10", (2, 6, 6)),
+    ("fc12-tanh-fc10", (3, 4, 4)),  # a flatten before the first Dense
+])
+def test_a_stage_knows_its_shapes_and_counts(spec, shape):
+    """Stage is THE record of a compute layer: its shapes and per-image counts are the float trace's."""
+    net = _net(spec, shape)
+    sim = Simulator(net)
+    x = _inputs(2, shape)
+    h = x
+    for s, (kernel_out, stage_out) in zip(sim.stages, sim.float_trace(x)):
+        assert s.in_shape == (h.shape[1:] if s.kind == "conv2d" else (h[0].size,))  # Dense: flat input
+        assert (s.out_shape, s.stage_out_shape) == (kernel_out.shape[1:], stage_out.shape[1:])
+        assert (s.inputs, s.kernel_outputs, s.outputs) == (h[0].size, kernel_out[0].size, stage_out[0].size)
+        assert s.weights == s.W.size and s.macs == s.fan_in * kernel_out[0].size
+        assert s.out_channels == kernel_out.shape[1]
+        h = stage_out
+    bare = replace(sim.stages[0], in_shape=None)
+    with pytest.raises(FxpsimError, match="weights only.*in_shape"):
+        bare.inputs
+
+
+def test_profiles_derive_from_the_stages():
+    """A LayerProfile holds its stage: name, fan-in and weight ranges come from it, not a copy."""
+    net = _net("conv4x3p1-bn-relu-maxpool2-fc10")
+    sim = Simulator(net)
+    prof = profile(sim, _inputs(20))
+    for p, s in zip(prof, sim.stages):
+        assert p.stage is s and (p.name, p.fan_in) == (s.name, s.fan_in)
+        assert (p.max_abs_w, p.max_abs_b) == (float(np.abs(s.W).max()), float(np.abs(s.b).max()))
+    assert "conv1" in repr(prof[0]) and "W(" in repr(sim.stages[0])  # no array dumps
+
+
 def test_wide_formats_reproduce_the_float_network():
     net = _net("conv4x3p1-bn-relu-avgpool2-fc16-relu-fc10")
     x = _inputs(200)

@@ -19,7 +19,7 @@ from fxpsim.qformat import QFormat
 from fxpsim.reports import format_csv_float
 from fxpsim.simulate import Evaluator, Simulator, profile
 from fxpsim.sweep import set_data_format, wide_config
-from fxpsim.timing.stripes import (SHAPE_PRESETS, AcceleratorConfig, parse_shapes, profile_from_config,
+from fxpsim.timing.stripes import (SHAPE_PRESETS, AcceleratorConfig, LayerShape, parse_shapes, profile_from_config,
                                    shapes_from_network, time_network)
 from fxpsim.train.data import Preprocess, load_dataset
 from fxpsim.train.trainer import TrainConfig, train
@@ -66,8 +66,12 @@ def test_shapes_from_network_match_the_datapath(arch, in_shape):
     for s, stage, (kernel_out, _) in zip(shapes, sim.stages, sim.float_trace(x)):
         assert s.kind == {"conv2d": "conv", "dense": "fc"}[stage.kind]
         assert s.macs == stage.fan_in * kernel_out[0].size
+        assert s.macs == stage.macs
         if s.kind == "conv":
             assert (s.out_channels, s.out_h, s.out_w) == kernel_out.shape[1:]
+            c, h, w = stage.in_shape  # the stage's shapes agree with the conv geometry of its layer
+            assert s == LayerShape.conv(stage.name, c, stage.out_channels, stage.kernel_size, (h, w),
+                                        stage.stride, stage.padding)
 
 
 def test_caffe_lenet_model_times_as_the_preset_and_the_paper():

@@ -19,7 +19,7 @@ network is (:func:`bnn_layers` checks the order)::
    before the first dense layer;
 3. output layer: BatchNorm in fixed point (:func:`fxpsim.binary.batchnorm_fixed`),
    or a fixed-point Dense on the ±1 activations through the integer
-   datapath (:func:`fxpsim.kernels.dense`, weights in ``fmt_w``,
+   datapath (:func:`fxpsim.datapath.dense.dense`, weights in ``fmt_w``,
    ``acc_bits`` accumulator): a binary and a fixed-point layer in one network.
 
 Pooling and the threshold: ``s(d) = Sign(BN(d))`` is nondecreasing in the
@@ -43,14 +43,16 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .. import kernels
+from ..datapath import dense as datapath
 from ..errors import FxpsimError, check
-from ..network import pool_reduce
+from ..graph.geometry import pool_reduce
+from ..graph.layers import AvgPool2D, BatchNorm, Dense, Dropout, Flatten, MaxPool2D
 from ..qformat import QFormat, dequantize, int_bits_for, quantize
 from .bnn import BatchNormParams, SignThreshold, batchnorm_fixed, batchnorm_float, fold_bn_sign, sign
 from .layers import bitplane_conv2d, bitplane_dense, xnor_conv2d, xnor_dense
 from .packing import pack_weights
 from .reference import conv2d_float
+from .train_layers import BinaryConv2D, BinaryDense, SignActivation
 
 UQ8 = QFormat(8, 0, signed=False)
 PM1 = QFormat(2, 0)  # ±1 activations as raw integers of a 2-bit signed format
@@ -152,8 +154,6 @@ def _maxpool_float(a: np.ndarray, size: int, stride: int) -> np.ndarray:
 
 def bnn_layers(network) -> list[BnnLayer]:
     """The BNN layers of a trained ``network`` (spec in the module doc); one clear error otherwise."""
-    from ..network import AvgPool2D, BatchNorm, Dense, Dropout, Flatten, MaxPool2D
-    from .train_layers import BinaryConv2D, BinaryDense, SignActivation
 
     keep = [i for i, layer in enumerate(network.layers) if not isinstance(layer, (Flatten, Dropout))]
     layers = [network.layers[i] for i in keep]
@@ -275,13 +275,13 @@ class BnnSimulator:
         for li, layer in enumerate(self.layers):
             k = layer.k
             if layer.conv is None and a is not None:
-                a = a.reshape(len(a), -1)  # flatten (C order, as fxpsim.network.Flatten)
+                a = a.reshape(len(a), -1)  # flatten (C order, as fxpsim.graph.layers.Flatten)
             if not layer.binary:  # fixed-point fc on the ±1 activations, integer datapath
                 w_raw = quantize(layer.weights, self.fmt_w, "nearest-even", "clip")
                 fl_acc = self.fmt_w.frac_bits + PM1.frac_bits
                 b_raw = quantize(layer.bias, QFormat.from_width(acc_bits, acc_bits - fl_acc),
                                  "nearest-even", "clip")
-                res = kernels.dense(a.astype(np.int64), w_raw, b_raw, fmt_x=PM1, fmt_w=self.fmt_w,
+                res = datapath.dense(a.astype(np.int64), w_raw, b_raw, fmt_x=PM1, fmt_w=self.fmt_w,
                                     fmt_y=self.fmt_y, acc_bits=acc_bits, overflow="wrap")
                 wrapped += int(res.stats.outputs_affected)
                 return BnnSimResult(dequantize(res.y, self.fmt_y), res.y, res.acc, tuple(hidden),

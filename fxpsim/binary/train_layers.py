@@ -1,4 +1,4 @@
-"""Training-side binary and ternary layers for the NumPy trainer (the Layer API of fxpsim.network).
+"""Training-side binary and ternary layers for the NumPy trainer (the Layer API of fxpsim.graph).
 
 ``BinaryDense`` / ``BinaryConv2D`` keep real-valued weights ``W`` (the
 parameter the optimizer updates) and compute with quantized weights
@@ -33,7 +33,7 @@ and TTQ's scales kept > 0.
 :class:`SignActivation` (kind ``sign``): BNN's ``sign`` (+1 at 0) with the
 straight-through estimator ``dx = dy 1{|x| <= 1}`` ("hardtanh" gradient).
 
-Spec tokens (:func:`fxpsim.network.build_network`): ``bfc<N>[method]``,
+Spec tokens (:func:`fxpsim.graph.build_network`): ``bfc<N>[method]``,
 ``bconv<C>x<k>[s<stride>][p<pad>][method]``, ``sign``; the method
 defaults to ``bc``. :func:`binary_spec` turns a float architecture into
 the variant of a method.
@@ -260,7 +260,7 @@ class BinaryDense(_BinaryMixin, Dense):
 
 
 class BinaryConv2D(_BinaryMixin, Conv2D):
-    """Conv2D with binary/ternary weights (``method``), NCHW, as :class:`fxpsim.network.Conv2D`."""
+    """Conv2D with binary/ternary weights (``method``), NCHW, as :class:`fxpsim.graph.layers.Conv2D`."""
 
     kind = "bconv2d"
     _parent = Conv2D
@@ -352,7 +352,7 @@ def binary_spec(spec: str, method: str) -> str:
 def parse_binary_token(tok: str, shape: tuple, dtype):
     """A layer for a binary spec token on input ``shape``, or None if ``tok`` is not one.
 
-    Used by :func:`fxpsim.network.parse_spec`; the caller inserts a Flatten
+    Used by :func:`fxpsim.graph.spec.parse_spec`; the caller inserts a Flatten
     before a ``bfc`` on non-flat input.
     """
     m = BFC_RE.fullmatch(tok)

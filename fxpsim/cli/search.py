@@ -19,8 +19,10 @@ from .common import add_model_args, calibration_set, load_model_and_data, stem_f
 from ..constraints import CONSTRAINTS, plot_solution_space
 from ..errors import FxpsimError, check
 from ..experiments.acc_table import AccTableStudy, run_acc_table
+from ..qformat import MAX_WIDTH
 from ..reports import format_table, model_provenance, save_figure, write_table
-from ..search import plot_acc_sweep
+from ..search import accumulator_search, accumulator_table, plot_acc_sweep, tolerance_search, tolerance_table
+from ..simulate import Evaluator, Simulator, profile
 
 TOLERANCES = (0.01, 0.02, 0.05, 0.10)
 JUDD_LENET = ("Judd et al. (ICLR 2016) Table 2, LeNet (Caffe's, 4 layers): at 1 % the data formats "
@@ -41,7 +43,7 @@ def _acc_bits(text: str) -> int:
         b = int(text)
     except ValueError:
         raise FxpsimError(f"--acc-bits {text!r} is not a whole number of bits") from None
-    check(1 <= b <= 62, f"--acc-bits {b} must be in 1..62 (the int64 datapath)")
+    check(1 <= b <= MAX_WIDTH, f"--acc-bits {b} must be in 1..{MAX_WIDTH} (the int64 datapath)")
     return b
 
 
@@ -68,8 +70,6 @@ def add_parser(sub) -> None:
 
 
 def _setup(args):
-    from ..simulate import Evaluator, Simulator, profile
-
     path, model, data = load_model_and_data(args)
     x_cal, y_cal = calibration_set(model, data, args.samples, args.seed)
     sim = Simulator(model, seed=args.seed)
@@ -86,8 +86,6 @@ def run(args) -> int:
 
 
 def _run_acc(args) -> int:
-    from ..search import accumulator_search, accumulator_table
-
     t0 = time.perf_counter()
     path, model, data, sim, ev, prof = _setup(args)
     stem, source = stem_for(path), model_provenance(path)
@@ -128,8 +126,6 @@ def _run_acc(args) -> int:
 
 
 def _run_tolerance(args) -> int:
-    from ..search import tolerance_search, tolerance_table
-
     path, model, data, sim, ev, prof = _setup(args)
     stem = stem_for(path)
     out = Path(args.out)

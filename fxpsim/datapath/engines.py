@@ -11,7 +11,7 @@ params, b_raw, cfg, seed)`` -> :class:`EngineResult` (raw ``y``, ``acc``,
 ``stats``: :class:`EngineStats`, the datapath's OverflowStats plus the
 engine's ``extras``, its timing of the call).
 
-- ``dense``: the bit-parallel datapath (``fxpsim.kernels.dense``/``conv2d``;
+- ``dense``: the bit-parallel datapath (``fxpsim.datapath.dense.dense``/``conv2d``;
   a Simulator's ``backend`` may swap in the Python-int twin).
 - ``sparse``: EIE (Han et al., ISCA 2016): the CSC/PE encoding of the
   quantized weights (rows interleaved over ``pes`` PEs, ``index_bits``
@@ -34,15 +34,15 @@ from typing import ClassVar, Protocol
 
 import numpy as np
 
-from .. import kernels
 from ..config import ENGINE_OPTIONS, EngineOption, LayerConfig
 from ..errors import FxpsimError, check
-from ..kernels import OverflowStats
 from ..qformat import Overflow
 from ..sparse.csc import CSCEncoding, encode
 from ..sparse.kernel import ColumnSchedule, PEStats, column_schedule, sparse_conv2d, sparse_dense
 from ..sparse.pe import eie_matrix
+from . import dense as dense_kernels
 from .bitserial import bit_serial_conv2d, bit_serial_dense
+from .core import OverflowStats
 
 __all__ = ["ENGINES", "BitSerialCycles", "BitSerialEngine", "DenseEngine", "Engine", "EngineResult",
            "EngineStats", "SparseEngine", "SparseLayerStats", "SparseWeights", "get", "register"]
@@ -55,7 +55,7 @@ COLUMN_POINTER_BYTES = 2**30
 
 @dataclass(frozen=True, slots=True)
 class EngineStats(OverflowStats):
-    """The datapath's :class:`~fxpsim.kernels.OverflowStats` of one call plus the engine's ``extras``.
+    """The datapath's :class:`~fxpsim.datapath.core.OverflowStats` of one call plus the engine's ``extras``.
 
     ``extras`` (None for dense) is the engine's timing of the call; it adds
     up over batches (``a + b``) and is left out of equality, which compares
@@ -82,7 +82,8 @@ class EngineResult:
 # --------------------------------------------------------------------------- engines
 
 class Stage(Protocol):
-    """What an engine reads of the Simulator's :class:`fxpsim.simulate.Stage` (which imports this module)."""
+    """What an engine reads of the Simulator's :class:`fxpsim.simulate.stages.Stage`, THE record of a
+    compute layer (``fxpsim.simulate`` imports this module, so the record is not imported here)."""
 
     name: str
     kind: str  # "dense" | "conv2d"
@@ -120,11 +121,11 @@ class Engine:
 
 @dataclass(frozen=True, slots=True)
 class DenseEngine(Engine):
-    """The bit-parallel datapath: one product per addition, k = 0..K-1 (``fxpsim.kernels``)."""
+    """The bit-parallel datapath: one product per addition, k = 0..K-1 (:mod:`fxpsim.datapath.dense`)."""
 
     name: ClassVar[str] = "dense"
-    dense: object = kernels.dense
-    conv2d: object = kernels.conv2d
+    dense: object = dense_kernels.dense
+    conv2d: object = dense_kernels.conv2d
 
     def run(self, stage, x_raw, params, b_raw, cfg, seed) -> EngineResult:
         common = dict(activation=_activation(stage), seed=seed)

@@ -16,7 +16,7 @@ import pandas as pd
 from ..config import NetworkConfig
 from ..constraints import (CONSTRAINTS, MAX_OPERAND_BITS, Candidate, LayerRanges, candidates,
                            min_acc_bits, worst_case_acc)
-from ..errors import FxpsimError, check
+from ..errors import FxpsimError
 from ..qformat import MAX_WIDTH, QFormat
 from ..reports import new_figure
 from ..simulate import Evaluator, LayerProfile
@@ -35,24 +35,25 @@ class AccChoice:
 
 
 def layer_ranges(ev: Evaluator, prof: list[LayerProfile]) -> list[LayerRanges]:
-    """What the constraints need per layer: folded weights and profiled ranges."""
-    return [LayerRanges(s.name, s.W, s.b, s.kind, p.max_abs_x, p.max_abs_acc)
-            for s, p in zip(ev.sim.stages, prof)]
+    """What the constraints need per layer: each stage of ``ev`` with its two profiled ranges."""
+    return [LayerRanges(s, p.max_abs_x, p.max_abs_acc) for s, p in zip(ev.sim.stages, prof)]
 
 
 def check_acc_bits(constraint: str, ranges: list[LayerRanges], acc_bits: int,
                    max_bits: int = MAX_OPERAND_BITS) -> list[list[Candidate]]:
-    """Every layer's candidates, or a clear error naming the first layer with none."""
-    check(isinstance(acc_bits, int) and 1 <= acc_bits <= MAX_WIDTH,
-          f"--acc-bits {acc_bits!r} must be in 1..{MAX_WIDTH} (the int64 datapath)")
+    """Every layer's candidates, or a clear error naming the first layer with none.
+
+    ``acc_bits`` is range-checked once, by :func:`fxpsim.constraints.candidates`
+    (1..MAX_WIDTH, as :class:`~fxpsim.config.LayerConfig`).
+    """
     out = []
     for r in ranges:
         cands = candidates(constraint, r, acc_bits, max_bits)
         if not cands:
             need = min_acc_bits(constraint, r, max_bits)
             raise FxpsimError(f"layer {r.name} (K={r.fan_in}) has no solution under {constraint} with "
-                              f"a {acc_bits}-bit accumulator: it needs at least {need} bits; raise "
-                              "--acc-bits or try --constraint act-y")
+                              f"a {acc_bits}-bit accumulator: it needs at least {need} bits; give a wider "
+                              "accumulator (acc_bits) or use the act-y constraint")
         out.append(cands)
     return out
 

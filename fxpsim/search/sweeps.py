@@ -64,7 +64,7 @@ def uniform_setting(base: NetworkConfig, what: str, bits: int) -> NetworkConfig:
 
 def sweep(ev: Evaluator, prof: list[LayerProfile], what: str, bits=range(0, 17)) -> pd.DataFrame:
     """Accuracy vs one uniform field (Judd Fig. 2): a row per bit count."""
-    check(what in WHAT, f"unknown sweep --what {what!r}: use one of {', '.join(WHAT)}")
+    check(what in WHAT, f"unknown sweep {what!r}: use one of {', '.join(WHAT)}")
     base = wide_config(prof)
     rows = []
     for b in bits:

@@ -29,7 +29,7 @@ import pandas as pd
 from ..config import NetworkConfig
 from ..errors import check
 from ..qformat import QFormat
-from ..simulate import Evaluator, LayerProfile
+from ..simulate import Evaluator, LayerProfile, Stage
 from .sweeps import set_data_format, wide_config
 
 KNOBS = ("data_int", "data_frac", "weight_bits")
@@ -38,29 +38,22 @@ MIN_DATA_FRAC = -4
 MIN_WEIGHT_BITS = 1
 
 
-@dataclass(frozen=True, slots=True)
-class LayerShape:
-    """Counts a layer moves per image: weights, input and output activations."""
-
-    name: str
-    weights: int
-    inputs: int
-    outputs: int
+LayerShape = Stage
+"""The old name of a layer's per-image counts: a :class:`~fxpsim.simulate.Stage` gives them
+(``weights``, ``inputs``, ``outputs``)."""
 
 
-def layer_shapes(ev: Evaluator) -> list[LayerShape]:
-    """Weight and activation counts per stage, from the float trace of one image."""
-    shapes = []
-    n_in = int(ev.x[0].size)
-    for s, (_, stage_out) in zip(ev.sim.stages, ev.trace):
-        n_out = int(stage_out[0].size)
-        shapes.append(LayerShape(s.name, int(s.W.size), n_in, n_out))
-        n_in = n_out
-    return shapes
+def layer_shapes(ev: Evaluator) -> list[Stage]:
+    """The stages of ``ev``, whose ``weights``, ``inputs`` and ``outputs`` (per image) the traffic counts."""
+    return list(ev.sim.stages)
 
 
-def traffic_ratio(config: NetworkConfig, shapes: list[LayerShape], baseline_bits: int = 32) -> float:
-    """TR = sum(weights*BW_w + inputs*BW_x + outputs*BW_y) / the same at ``baseline_bits``."""
+def traffic_ratio(config: NetworkConfig, shapes: list[Stage], baseline_bits: int = 32) -> float:
+    """TR = sum(weights*BW_w + inputs*BW_x + outputs*BW_y) / the same at ``baseline_bits``.
+
+    ``shapes``: per layer, anything with ``weights``, ``inputs`` and ``outputs`` per image
+    (the stages, :func:`layer_shapes`).
+    """
     used = sum(s.weights * c.fmt_w.width + s.inputs * c.fmt_x.width + s.outputs * c.fmt_y.width
                for s, c in zip(shapes, config))
     full = sum((s.weights + s.inputs + s.outputs) * baseline_bits for s in shapes)

@@ -4,8 +4,8 @@ Stripes (STR) feeds each activation one bit per cycle, so a conv layer
 whose activations need ``p`` bits takes ``p`` cycles where the
 bit-parallel baseline, DaDianNao (DaDN), takes one 16-bit cycle. The
 bit-exact arithmetic of that datapath is :mod:`fxpsim.datapath.bitserial`;
-this module counts cycles only, from :class:`LayerShape` records (from a
-network, a preset or an architecture spec) and a precision profile.
+this module counts cycles only, from :class:`LayerShape` records (from the
+stages of a network, a preset or an architecture spec) and a precision profile.
 
 Timing (:func:`time_layer`, :func:`time_network`), parameters in
 :class:`AcceleratorConfig`: ``tiles`` x ``filters`` (per tile) x ``lanes``
@@ -39,6 +39,7 @@ import numpy as np
 
 from ..errors import FxpsimError, check
 from ..graph import ARCHITECTURES, Network, parse_spec, resolve_spec
+from ..simulate.stages import COMPUTE_KINDS, build_stages
 
 __all__ = [
     "SHAPE_PRESETS", "AcceleratorConfig", "LayerShape", "LayerTiming", "NetworkTiming",
@@ -130,6 +131,16 @@ class LayerShape:
     def fc(cls, name: str, n_in: int, n_out: int) -> LayerShape:
         """A fully-connected layer of ``n_in`` inputs and ``n_out`` outputs."""
         return cls(name, "fc", n_in, n_out)
+
+    @classmethod
+    def from_stage(cls, stage) -> LayerShape:
+        """The shape of a :class:`fxpsim.simulate.Stage`: Dense ``fan_in -> out_channels``; Conv2D its
+        input channels, filters, kernel and the kernel's output map (``stage.out_shape``)."""
+        if stage.kind == "dense":
+            return cls.fc(stage.name, stage.fan_in, stage.out_channels)
+        f, oh, ow = stage.out_shape
+        k = stage.kernel_size
+        return cls(stage.name, "conv", int(stage.in_shape[0]), stage.out_channels, k, k, int(oh), int(ow))
 
     @property
     def macs(self) -> int:
@@ -242,28 +253,17 @@ def parse_profile(profile, n_layers: int | None = None, max_bits: int = 16) -> t
 # --------------------------------------------------------------------------- shapes of real networks
 
 def shapes_from_network(network) -> tuple[LayerShape, ...]:
-    """One :class:`LayerShape` per compute layer of a network (or model), in order.
+    """One :class:`LayerShape` per stage of a network (or model), in order (:meth:`LayerShape.from_stage`).
 
-    Names follow :func:`fxpsim.simulate.build_stages` (``conv1, conv2, ...,
-    fc1, ...``, counted per kind), so a profile or a config from the search
-    lines up with them. Conv2D gives its kernel, stride and padding on the
-    input shape in ``network.shapes``; Dense gives ``n_in -> n_out``. Only
-    the structure is read: the weights may be zero (``Network.from_config``).
+    The stages are the simulator's (:func:`fxpsim.simulate.build_stages`:
+    ``conv1, conv2, ..., fc1, ...``, counted per kind), so a profile or a
+    config from the search lines up with them. Only the structure is read:
+    the weights may be zero (``Network.from_config``).
     """
     network = getattr(network, "network", network)
-    shapes, counters = [], {"conv2d": 0, "dense": 0}
-    for i, layer in enumerate(network.layers):
-        if layer.kind not in counters:
-            continue
-        counters[layer.kind] += 1
-        if layer.kind == "dense":
-            shapes.append(LayerShape.fc(f"fc{counters['dense']}", int(layer.n_in), int(layer.n_out)))
-        else:
-            c, h, w = network.shapes[i]
-            shapes.append(LayerShape.conv(f"conv{counters['conv2d']}", int(c), int(layer.c_out), int(layer.k),
-                                          (int(h), int(w)), int(layer.stride), int(layer.padding)))
-    check(shapes, "the network has no Conv2D or Dense layer to time")
-    return tuple(shapes)
+    check(any(layer.kind in COMPUTE_KINDS for layer in network.layers),
+          "the network has no Conv2D or Dense layer to time")
+    return tuple(LayerShape.from_stage(s) for s in build_stages(network))
 
 
 def _caffe_alexnet() -> tuple[LayerShape, ...]:

@@ -22,8 +22,10 @@ from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from .. import __version__
+from ..binary.train_layers import binary_spec, parse_method
 from ..errors import FxpsimError, check
-from ..network import Network, build_network
+from ..graph import Network, build_network, resolve_spec
+from ..modelfile import Model
 from .data import Dataset, Preprocess, train_val_split
 from .losses import LOSSES, parse_loss
 from .optim import check_lr, make_optimizer, parse_optimizer
@@ -87,8 +89,6 @@ class TrainConfig:
         check(isinstance(self.shift, int) and self.shift >= 0, f"shift={self.shift!r} must be a whole number >= 0")
         self.lr_schedule()  # validates the schedule parameters
         if self.method is not None:
-            from ..binary.train_layers import parse_method
-
             object.__setattr__(self, "method", parse_method(self.method))
 
     def lr_schedule(self) -> Schedule:
@@ -258,14 +258,9 @@ def train(dataset: Dataset, arch: str, config: TrainConfig, *, progress: bool = 
     and its split, the seed, the hyper-parameters, the float test accuracy
     and the training time.
     """
-    from ..modelfile import Model  # modelfile imports train.data; import here to avoid a cycle
-
     x_tr, y_tr, x_val, y_val = train_val_split(dataset.x_train, dataset.y_train, config.val_fraction, config.seed)
     prep = Preprocess.fit(x_tr, config.preprocess)
     if config.method is not None:
-        from ..binary.train_layers import binary_spec
-        from ..network import resolve_spec
-
         arch = binary_spec(resolve_spec(arch, dataset.input_shape, dataset.n_classes), config.method)
     network = build_network(arch, dataset.input_shape, dataset.n_classes, seed=config.seed, init=config.init)
     history = fit(network, prep.apply(x_tr), y_tr, config, prep.apply(x_val), y_val, progress=progress, log=log)
