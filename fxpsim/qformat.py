@@ -10,7 +10,7 @@ A value is ``raw * 2**-frac_bits`` with ``raw`` the two's-complement integer
 of ``width`` bits (unsigned formats: ``0 .. 2**width - 1``). Either field
 may be negative (``Q-2.10``: all values below 1/8) as long as width >= 1.
 
-Bit growth (the datapath, ``fxpsim.kernels``):
+Bit growth (the datapath, ``fxpsim.datapath``):
 
 ====================  ==========================  =======================
 operation             fraction bits               width
@@ -268,14 +268,39 @@ def _scale_exact(arr: np.ndarray, frac_bits: int, rounding: Rounding) -> np.ndar
     return scaled
 
 
+_GOLDEN = 0x9E3779B97F4A7C15
+_MIX1 = 0xBF58476D1CE4E5B9
+_MIX2 = 0x94D049BB133111EB
+
+
+def stochastic_bits(seed: int, index: np.ndarray, bits: int) -> np.ndarray:
+    """``bits`` uniform bits per output: SplitMix64 of ``seed + GOLDEN * (index + 1)``.
+
+    Counter-based (no state), so every path draws the same bits (DESIGN.md): the
+    datapath engines and their reference twin (``index``: the output's flat C-order
+    index in the layer's output layout, dense (B, N), conv (B, F, OH, OW)),
+    :func:`quantize` (53 bits per element) and :func:`shift_round` (``shift`` bits).
+    Because the b-bit draw is the top b bits of one 64-bit word, quantizing an
+    exactly representable value and shifting its raw integer make the same choice.
+    """
+    idx = np.asarray(index).astype(np.uint64)
+    with np.errstate(over="ignore"):
+        z = np.uint64(seed % (1 << 64)) + np.uint64(_GOLDEN) * (idx + np.uint64(1))
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(_MIX1)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(_MIX2)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(64 - bits)).astype(np.int64)
+
+
 def quantize(x, fmt: QFormat, rounding: str | Rounding = Rounding.NEAREST_EVEN,
              overflow: str | Overflow = Overflow.CLIP, seed: int | None = None) -> np.ndarray:
     """Float -> raw int64: scale by 2**frac_bits exactly, round, then wrap or clip.
 
     Exact for every finite double and format (DESIGN.md), subnormals and Q100.-90 included:
     ``quantize([-1e-300], QFormat(100, -90), "floor") == [-1]``. ``seed`` drives stochastic
-    rounding (required for it, so results repeat): up iff a uniform draw u (53 bits) is below
-    the dropped fraction. NaN or inf is an error, not a value.
+    rounding (required for it, so results repeat): up iff the element's counter-based
+    draw u (53 bits of :func:`stochastic_bits`, index = flat C-order position) is below the
+    dropped fraction. NaN or inf is an error, not a value.
     """
     fmt = QFormat.parse(fmt)
     rounding = parse_rounding(rounding)
@@ -294,7 +319,7 @@ def quantize(x, fmt: QFormat, rounding: str | Rounding = Rounding.NEAREST_EVEN,
     else:
         check(seed is not None, "stochastic rounding needs a seed: pass seed=<int> so results repeat")
         low = np.floor(scaled)
-        u = np.random.default_rng(seed).random(np.shape(scaled))
+        u = np.ldexp(stochastic_bits(seed, np.arange(scaled.size).reshape(scaled.shape), 53), -53)
         r = low + (u < scaled - low)
     if overflow is Overflow.CLIP:
         r = np.clip(r, float(fmt.raw_min), float(fmt.raw_max))
@@ -359,8 +384,7 @@ def shift_round(raw, shift: int, rounding: str | Rounding = Rounding.NEAREST_EVE
     if rounding is Rounding.NEAREST_EVEN:
         return q + ((rem > half) | ((rem == half) & ((q & 1) == 1)))
     check(seed is not None, "stochastic rounding needs a seed: pass seed=<int> so results repeat")
-    u = np.random.default_rng(seed).integers(0, np.int64(1) << s, size=np.shape(v), dtype=np.int64)
-    return q + (u < rem)
+    return q + (stochastic_bits(seed, np.arange(v.size).reshape(v.shape), int(s)) < rem)
 
 
 def _shift_round_int(v: int, shift: int, rounding: Rounding, draw) -> int:

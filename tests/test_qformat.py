@@ -332,3 +332,41 @@ def test_convert_right_shift_beyond_62_bits_is_exact():
     assert set(y.tolist()) <= {0, 1} and abs(y.mean() - 2.0**-9) < 0.001
     with pytest.raises(FxpsimError, match="needs a seed"):
         convert(raw, src, dst, "stochastic")
+
+
+# --- one counter-based stochastic draw on every path (DESIGN.md) ------------------------------
+
+@given(st.integers(1, 40), st.integers(0, 2**63), st.lists(st.floats(-1e6, 1e6), min_size=1, max_size=40))
+def test_quantize_stochastic_draws_the_counter_based_bits(frac, seed, xs):
+    """Up iff the element's 53-bit SplitMix64 draw (index = its flat position) is below the fraction."""
+    from fxpsim.qformat import stochastic_bits
+
+    x = np.array(xs)
+    fmt = QFormat(62 - frac, frac)
+    scaled = np.ldexp(x, frac)
+    u = np.ldexp(stochastic_bits(seed, np.arange(x.size), 53), -53)
+    want = np.floor(scaled) + (u < scaled - np.floor(scaled))
+    np.testing.assert_array_equal(quantize(x, fmt, "stochastic", seed=seed), want.astype(np.int64))
+
+
+@given(st.integers(1, 53), st.integers(0, 2**32), st.data())
+def test_stochastic_quantize_of_an_exact_value_equals_the_shift_of_its_raw(s, seed, data):
+    """quantize(raw * 2**-s) and convert(raw) make the same stochastic choice per element: the
+    b-bit draw is the top b bits of one word, so u53 / 2**53 < rem / 2**s iff u_s < rem."""
+    raw = np.array(data.draw(st.lists(st.integers(-(2**52), 2**52), min_size=1, max_size=30)), dtype=np.int64)
+    src, dst = QFormat(62 - s, s), QFormat(62, 0)
+    via_float = quantize(np.ldexp(raw.astype(np.float64), -s), dst, "stochastic", seed=seed)
+    np.testing.assert_array_equal(via_float, convert(raw, src, dst, "stochastic", seed))
+    np.testing.assert_array_equal(via_float, shift_round(raw, s, "stochastic", seed))
+
+
+@given(st.integers(1, 30), st.integers(0, 2**32), st.data())
+def test_shift_round_stochastic_equals_the_datapath_requantize(s, seed, data):
+    """The datapath's stochastic requantization of an accumulator is qformat.shift_round's."""
+    from fxpsim.config import LayerConfig
+    from fxpsim.datapath.core import requantize
+
+    acc = np.array(data.draw(st.lists(st.integers(-(2**40), 2**40), min_size=1, max_size=30)), dtype=np.int64)
+    cfg = LayerConfig("l", QFormat(32 - s, s), QFormat(30, 0), QFormat(62, 0), acc_bits=62,
+                      rounding="stochastic")
+    np.testing.assert_array_equal(requantize(acc, cfg, "none", seed), shift_round(acc, s, "stochastic", seed))

@@ -32,7 +32,7 @@ import numpy as np
 from ..config import LayerConfig
 from ..errors import FxpsimError, check
 from ..graph.geometry import conv_out_size
-from ..qformat import Overflow, QFormat, Rounding, check_raw
+from ..qformat import Overflow, QFormat, Rounding, check_raw, stochastic_bits
 from . import jit
 
 ACTIVATIONS = ("none", "relu")
@@ -248,27 +248,6 @@ def threads_for(work: int):
         yield
     finally:
         numba.set_num_threads(before)
-
-
-_GOLDEN = 0x9E3779B97F4A7C15
-_MIX1 = 0xBF58476D1CE4E5B9
-_MIX2 = 0x94D049BB133111EB
-
-
-def stochastic_bits(seed: int, index: np.ndarray, bits: int) -> np.ndarray:
-    """``bits`` uniform bits per output: SplitMix64 of ``seed + GOLDEN * (index + 1)``.
-
-    Counter-based (no state), so every engine and the reference twin agree on
-    the draw of each output; ``index`` is the output's flat C-order index in
-    the layer's output layout (dense (B, N), conv (B, F, OH, OW)).
-    """
-    idx = np.asarray(index).astype(np.uint64)
-    with np.errstate(over="ignore"):
-        z = np.uint64(seed % (1 << 64)) + np.uint64(_GOLDEN) * (idx + np.uint64(1))
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(_MIX1)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(_MIX2)
-        z = z ^ (z >> np.uint64(31))
-    return (z >> np.uint64(64 - bits)).astype(np.int64)
 
 
 def requantize(acc: np.ndarray, cfg: LayerConfig, activation: str = "none", seed: int | None = None
