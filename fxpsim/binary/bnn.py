@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import check
-from ..qformat import QFormat, Rounding, check_raw, convert, parse_rounding, quantize
+from ..qformat import MAX_WIDTH, QFormat, Rounding, check_raw, convert, parse_rounding, quantize
 from .layers import bitplane_dense, xnor_dense
 from .packing import check_pm1, pack_weights
 from .popcount import PopcountWidth
@@ -159,9 +159,10 @@ def batchnorm_fixed(acc, bn: BatchNormParams, *, fmt_scale: QFormat, fmt_y: QFor
     check(bool(np.all(np.abs(h) < 2.0 ** (60 - frac_p))),
           f"BN offset beta - mean*g reaches {float(np.abs(h).max()):g}, which at {frac_p} frac bits "
           "exceeds 60 bits: use fewer fmt_scale frac bits")
-    h_raw = quantize(h, QFormat.from_width(62, 62 - frac_p), Rounding.NEAREST_EVEN, "clip")
+    fmt_h = QFormat.from_width(MAX_WIDTH, MAX_WIDTH - frac_p)  # the widest int64 datapath format
+    h_raw = quantize(h, fmt_h, Rounding.NEAREST_EVEN, "clip")
     y_acc = a * _per_channel(g_raw, a.ndim) + _per_channel(h_raw, a.ndim)
-    return convert(y_acc, QFormat.from_width(62, 62 - frac_p), fmt_y, rounding)  # rounds, saturates
+    return convert(y_acc, fmt_h, fmt_y, rounding)  # rounds, saturates
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -63,7 +63,7 @@ import numpy as np
 
 from ..config import LayerConfig
 from ..errors import FxpsimError, check
-from ..qformat import Overflow, QFormat
+from ..qformat import MAX_WIDTH, Overflow, QFormat
 from .core import check_operands, check_requantize_args, conv_geometry, im2col, layer_config, requantize
 
 __all__ = ["BitSerialResult", "BitSerialStats", "bit_serial_conv2d", "bit_serial_dense", "clip_safe"]
@@ -173,7 +173,7 @@ def _max_abs_exact(x2, w2, bias) -> int:
              + x2.shape[1] * int(np.abs(x2).max(initial=0)) * int(np.abs(w2).max(initial=0)))
     if bound < 1 << 53:
         exact = (x2.astype(np.float64) @ w2.astype(np.float64)).astype(np.int64) + bias
-    elif bound < 1 << 62:
+    elif bound < 1 << MAX_WIDTH:
         exact = x2 @ w2 + bias
     else:
         exact = x2.astype(object) @ w2.astype(object) + bias.astype(object)
@@ -271,7 +271,7 @@ def bit_serial_conv2d(x, w, b=None, cfg: LayerConfig | None = None, *, stride=1,
     return BitSerialResult(requantize(acc, cfg, activation, seed), acc, stats, cycles)
 
 
-def _bit_parallel(x2, w2, b=None, *, fmt_x, fmt_w, acc_bits, overflow, fmt_y="Q62.0"):
+def _bit_parallel(x2, w2, b=None, *, fmt_x, fmt_w, acc_bits, overflow, fmt_y=QFormat(MAX_WIDTH, 0)):
     """The bit-parallel order on (M, K) x (K, N) (one product per addition,
     k = 0..K-1) from the same kernel: one whole-value digit, one lane. A
     twin for tests and benchmarks; the datapath proper is fxpsim.datapath.dense."""

@@ -56,7 +56,7 @@ from functools import lru_cache, partial
 import numpy as np
 
 from ..config import LayerConfig
-from ..qformat import Overflow
+from ..qformat import MAX_WIDTH, Overflow
 from . import jit
 from .core import (DatapathResult, OverflowStats, check_operands, check_prefix_flag, check_requantize_args,
                    conv_geometry, im2col, layer_config, requantize, threads_for)
@@ -191,7 +191,7 @@ def _sequential(x, w, bias, cfg: LayerConfig, want_max: bool = False):
             jit._dense_wrap_lane_kernel(xl, wl, bl, sh, kchunk, cfg.acc_bits, acc, row_count,
                                         row_affected, row_max)
             # |exact| <= K * max|p| + |bias|; net wraps * 2**BW_acc stay below that + 2**BW_acc
-            if want_max and kk * max_x * max_w + (1 << cfg.acc_bits) < (1 << 62):
+            if want_max and kk * max_x * max_w + (1 << cfg.acc_bits) < (1 << MAX_WIDTH):
                 max_abs = int(row_max.max(initial=0))
     return acc, int(row_count.sum()), int(row_affected.sum()), max_abs
 

@@ -52,7 +52,7 @@ from numba import njit, prange
 
 from ..config import LayerConfig
 from ..errors import check
-from ..qformat import Overflow, Rounding, check_raw
+from ..qformat import MAX_WIDTH, Overflow, Rounding, check_raw
 from .core import (OverflowStats, check_array, check_bias, check_int64_sums, check_requantize_args,
                    conv_geometry, im2col, layer_config, requantize)
 from .dense import lane_plan
@@ -434,7 +434,7 @@ def _int_lane_plan(kernel_mode: int, acc_bits: int, max_x: int, max_w: int, n_in
         return None
     sh = bits - acc_bits
     top = (bound + 1.0) * 2.0 ** sh
-    ex_dt = np.int32 if top < 2.0 ** 31 else np.int64 if top < 2.0 ** 62 else None
+    ex_dt = np.int32 if top < 2.0 ** 31 else np.int64 if top < 2.0 ** MAX_WIDTH else None
     return None if ex_dt is None else (dt, sh, shift_x, ex_dt)
 
 
