@@ -7,15 +7,16 @@ import numpy as np
 import pytest
 
 from fxpsim.config import LayerConfig, NetworkConfig
+from fxpsim.datapath import dense as dense_datapath
 from fxpsim.datapath.engines import BitSerialCycles, SparseLayerStats
 from fxpsim.experiments.stripes import nonnegative_inputs, unsigned_inputs
 from fxpsim.errors import FxpsimError
 from fxpsim.kernels import reference
 from fxpsim.modelfile import load_model
 from fxpsim.network import build_network
-from fxpsim.qformat import QFormat
+from fxpsim.qformat import QFormat, quantize
 from fxpsim.search import accumulator_search
-from fxpsim.simulate import Evaluator, Simulator, build_stages, config_from_profile, profile
+from fxpsim.simulate import Evaluator, Simulator, build_stages, config_from_profile, convert_raw, profile
 from fxpsim.sweep import wide_config
 from fxpsim.train.data import load_dataset
 
@@ -303,3 +304,99 @@ def test_sparse_engine_refuses_too_many_pes_before_allocating():
     with pytest.raises(FxpsimError, match=r"layer fc1: pes=4096 x 20000 input columns need 1250 MiB .* use "
                                           r"fewer PEs"):
         sim.simulate(np.zeros((1, 20000)), cfg)
+
+
+# ---------------------------------------------------------------- max_abs_prefix (DESIGN.md, on request)
+
+def _stage_inputs(sim, x, cfg):
+    """Per stage, its raw kernel inputs in ``fmt_x`` (the Simulator's own chaining)."""
+    h = quantize(sim.prepare(x), cfg[0].fmt_x, cfg[0].rounding, "clip", sim.seed)
+    inputs = []
+    for i, c in enumerate(cfg):
+        if i > 0:
+            h = convert_raw(h, cfg[i - 1].fmt_y, c.fmt_x, c.rounding, sim.seed)
+        inputs.append(h)
+        h = sim.run_stage(i, h, c)[1]
+    return inputs
+
+
+@pytest.mark.parametrize("overflow", ["clip", "wrap"])
+def test_prefix_stats_are_the_dense_datapaths_on_each_stages_raw_inputs(digits, overflow):
+    """simulate(prefix_stats=True): per stage, max over batches of fxpsim.datapath.dense's exact
+    max_abs_prefix on the stage's raw inputs; the Python-int twin agrees; prefixes include the final
+    sum, so max_abs_prefix >= max_abs_acc. Without the flag the field is None and the table unchanged."""
+    sim = Simulator(load_model(MODELS / "digits-cnn.npz"))
+    cfg = _narrow_config(sim, digits, overflow)
+    x = digits.x_test[:300]
+    got = sim.simulate(x, cfg, batch_size=150, prefix_stats=True).layer_stats  # two batches
+    for s, c, h, st in zip(sim.stages, cfg, _stage_inputs(sim, x, cfg), got):
+        w, b = sim.quantized_params(sim.stages.index(s), c)
+        if s.kind == "dense":
+            want = dense_datapath.dense(h.reshape(len(h), -1), w, b, c, prefix_stats=True)
+        else:
+            want = dense_datapath.conv2d(h, w, b, c, stride=s.stride, padding=s.padding, prefix_stats=True)
+        assert st.max_abs_prefix == want.stats.max_abs_prefix >= st.max_abs_acc
+    plain = sim.simulate(x, cfg, batch_size=150)
+    assert [replace(s, max_abs_prefix=None) for s in got] == plain.layer_stats
+    assert all(s.max_abs_prefix is None for s in plain.layer_stats)
+    assert "max_abs_prefix" not in plain.stats_table().columns
+    assert list(sim.simulate(x[:5], cfg, prefix_stats=True).stats_table().columns) == \
+        list(plain.stats_table().columns) + ["max_abs_prefix"]
+    twin = Simulator(sim.model, backend=reference).simulate(x[:5], cfg, prefix_stats=True).layer_stats
+    assert twin == sim.simulate(x[:5], cfg, prefix_stats=True).layer_stats
+
+
+def test_a_clip_register_of_max_abs_prefix_bits_never_saturates(digits):
+    """max_abs_prefix sizes an exact clip accumulator: BW_acc = its bit length + 1 gives no overflow
+    and the wide run's logits."""
+    sim = Simulator(load_model(MODELS / "digits-cnn.npz"))
+    wide = _narrow_config(sim, digits, "clip")
+    for i in range(len(wide)):
+        wide = wide.with_layer(i, acc_bits=40)
+    x = digits.x_test[:200]
+    ref = sim.simulate(x, wide, prefix_stats=True)
+    assert all(s.overflow_count == 0 for s in ref.layer_stats)
+    exact = wide
+    for i, s in enumerate(ref.layer_stats):
+        exact = exact.with_layer(i, acc_bits=s.max_abs_prefix.bit_length() + 1)
+    res = sim.simulate(x, exact, prefix_stats=True)
+    assert all(s.overflow_count == 0 for s in res.layer_stats)
+    np.testing.assert_array_equal(res.logits, ref.logits)
+    assert [s.max_abs_prefix for s in res.layer_stats] == [s.max_abs_prefix for s in ref.layer_stats]
+
+
+def test_prefix_stats_on_the_sparse_engine_equal_dense_and_bit_serial_refuses(digits):
+    """Sparse adds in the dense order (zero terms left out): the same max_abs_prefix, also through an
+    Evaluator; bit-serial adds per activation bit and refuses, in one line naming the fix."""
+    sim = Simulator(load_model(MODELS / "digits-cnn.npz"))
+    dense = _narrow_config(sim, digits, "clip")
+    x, y = digits.x_test[:150], digits.y_test[:150]
+    cmp = sim.compare(x, dense.with_engine("sparse", pes=4), dense, y, prefix_stats=True)
+    got = [s.max_abs_prefix for s in cmp.result.layer_stats]
+    assert None not in got and got == [s.max_abs_prefix for s in cmp.reference.layer_stats]
+    ev = Evaluator(sim, x, y, prefix_stats=True)
+    assert [st.max_abs_prefix for _, _, st in ev.stage_outputs(dense.with_engine("sparse", pes=4))] == got
+    serial = dense.with_engine("bitserial", [dense.names[-1]], lanes=1)
+    for run in (lambda: sim.simulate(x, serial, prefix_stats=True),
+                lambda: Evaluator(sim, x, y, prefix_stats=True).accuracy(serial)):
+        with pytest.raises(FxpsimError, match=rf"^layer {dense.names[-1]}: engine bitserial cannot give "
+                                              r"max_abs_prefix exactly .*: run that layer on engine dense") as e:
+            run()
+        assert "\n" not in str(e.value)
+    with pytest.raises(FxpsimError, match="prefix_stats='yes' is not a bool"):
+        sim.simulate(x, dense, prefix_stats="yes")
+
+
+def test_sparse_simulator_passes_prefix_stats_through():
+    """SparseSimulator.simulate asks its stages for max_abs_prefix like the Simulator does."""
+    from fxpsim.sparse.netsim import SparseSimulator
+
+    model = load_model(MODELS / "digits-mlp.npz")
+    data = load_dataset("digits")
+    sim = Simulator(model)
+    prof = profile(sim, data.x_train[:50])
+    cfg = config_from_profile(prof, 8, 8, acc_bits=20, overflow="clip")
+    dense_run = sim.simulate(data.x_test[:20], cfg, prefix_stats=True)
+    sparse_run = SparseSimulator(model, 4, 4).simulate(data.x_test[:20], cfg, prefix_stats=True)
+    assert [s.max_abs_prefix for s in sparse_run.layer_stats] == [s.max_abs_prefix for s in dense_run.layer_stats]
+    assert all(s.max_abs_prefix is not None for s in sparse_run.layer_stats)

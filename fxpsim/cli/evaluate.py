@@ -3,7 +3,8 @@ fixed-point accuracy under a config, each layer on the engine the config names (
 bitserial). ``--sparse`` is the shorthand that runs the FC layers (``--sparse-conv``: and the conv
 layers) on EIE's sparse engine. A run with another engine than dense is checked against the same
 config on the dense engine (exit 1 if the logits differ where the semantics say they must not), and
-its engine's timing is printed per layer (sparse: PE cycles; bitserial: SIP cycles)."""
+its engine's timing is printed per layer (sparse: PE cycles; bitserial: SIP cycles). ``--prefix-stats``
+adds the exact ``max_abs_prefix`` column (DESIGN.md) to the per-layer statistics."""
 
 from __future__ import annotations
 
@@ -33,6 +34,11 @@ def add_parser(sub) -> None:
                         "accuracy and per-layer overflow statistics")
     p.add_argument("--images", type=arg_type(int_in(1, None, "--images", "e.g. --images 1000")), default=None,
                    help="evaluate the first N test images only (default: all)")
+    p.add_argument("--prefix-stats", action="store_true",
+                   help="also print per layer max_abs_prefix: the largest |running sum| over outputs and every "
+                        "prefix of the layer's additions, bias first (what an exact clip accumulator must "
+                        "hold; max_abs_acc is only the final sum). One more pass per layer; layers on engine "
+                        "bitserial refuse it (run them on engine dense)")
     g = p.add_argument_group("sparse datapath (EIE, Han et al. ISCA 2016)")
     g.add_argument("--sparse", action="store_true",
                    help="run the FC layers on the sparse engine, from their CSC/PE encoding (zero "
@@ -53,6 +59,8 @@ def run(args) -> int:
     extra = [o for o, v in (("--pes", args.pes), ("--index-bits", args.index_bits),
                             ("--sparse-conv", args.sparse_conv or None)) if v is not None]
     check(args.sparse or not extra, f"{', '.join(extra)} configure the sparse datapath: add --sparse")
+    check(not args.prefix_stats or args.config or args.sparse,
+          "--prefix-stats reports the integer simulation: add --config CFG (or --sparse)")
     config = NetworkConfig.load(args.config) if args.config else None  # bad file: fail before work
     check(not args.report or args.sparse or (config is not None and any(c.engine == "sparse" for c in config)),
           "--report writes the cycle table of the sparse layers: add --sparse, or give a --config whose "
@@ -60,7 +68,7 @@ def run(args) -> int:
     path, model, data = load_model_and_data(args)
     sim = Simulator(model, seed=args.seed)
     if config is not None:
-        sim.check_config(config)
+        sim.check_config(config, prefix_stats=args.prefix_stats)
     pes, index_bits = args.pes or 64, args.index_bits or 4
     if args.sparse:  # a model without FC layers fails here, before any work
         sparse_stages(sim.stages, args.sparse_conv)
@@ -81,10 +89,10 @@ def run(args) -> int:
     if args.sparse:
         config = sparse_config(config, sim.stages, pes, index_bits, conv=args.sparse_conv)
     if all(c.engine == "dense" for c in config):
-        result = sim.simulate(x, config, y)
+        result = sim.simulate(x, config, y, prefix_stats=args.prefix_stats)
         _print_run(config, result)
         return 0
-    cmp = sim.compare(x, config, config.with_engine("dense"), y)
+    cmp = sim.compare(x, config, config.with_engine("dense"), y, prefix_stats=args.prefix_stats)
     _print_run(config, cmp.result)
     return _print_engines(args, path, sim, config, cmp)
 

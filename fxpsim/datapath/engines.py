@@ -7,9 +7,12 @@ stage on that engine, with the same stage cutting, quantization, format
 conversion and statistics for all of them. Each engine has a ``name``, the
 stage ``kinds`` it runs, ``prepare(stage, w_raw, cfg)`` (weights as the
 engine stores them, once per stage and config) and ``run(stage, x_raw,
-params, b_raw, cfg, seed)`` -> :class:`EngineResult` (raw ``y``, ``acc``,
-``stats``: :class:`EngineStats`, the datapath's OverflowStats plus the
-engine's ``extras``, its timing of the call).
+params, b_raw, cfg, seed, prefix_stats=False)`` -> :class:`EngineResult`
+(raw ``y``, ``acc``, ``stats``: :class:`EngineStats`, the datapath's
+OverflowStats plus the engine's ``extras``, its timing of the call).
+``prefix_stats=True`` asks for DESIGN.md's exact ``max_abs_prefix``; an
+engine whose additions run in another order than k = 0..K-1 refuses it
+(:meth:`Engine.check_prefix_stats`).
 
 - ``dense``: the bit-parallel datapath (``fxpsim.datapath.dense.dense``/``conv2d``;
   a Simulator's ``backend`` may swap in the Python-int twin).
@@ -29,7 +32,7 @@ Binary (XNOR-popcount) layers are not fixed-point stages: ``fxpsim binary``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import ClassVar, Protocol
 
 import numpy as np
@@ -42,7 +45,7 @@ from ..sparse.kernel import ColumnSchedule, PEStats, column_schedule, sparse_con
 from ..sparse.pe import eie_matrix
 from . import dense as dense_kernels
 from .bitserial import bit_serial_conv2d, bit_serial_dense
-from .core import OverflowStats
+from .core import OverflowStats, conv_geometry, im2col
 
 __all__ = ["ENGINES", "BitSerialCycles", "BitSerialEngine", "DenseEngine", "Engine", "EngineResult",
            "EngineStats", "SparseEngine", "SparseLayerStats", "SparseWeights", "get", "register"]
@@ -96,11 +99,31 @@ def _activation(stage: Stage) -> str:
     return "relu" if stage.relu else "none"
 
 
+def _prefix_kwargs(prefix_stats: bool) -> dict:
+    """``prefix_stats`` for a kernel call, passed only when asked (a backend may not know it)."""
+    return {"prefix_stats": True} if prefix_stats else {}
+
+
+def _max_abs_prefix(stage: Stage, x_raw: np.ndarray, w_raw: np.ndarray, b_raw: np.ndarray) -> int:
+    """DESIGN.md's ``max_abs_prefix`` of a stage by the dense datapath's exact routine on the same raw
+    operands, order k = 0..K-1 (conv: the im2col columns, channel -> row -> column)."""
+    if stage.kind == "dense":
+        x, w = x_raw.reshape(x_raw.shape[0], -1), w_raw
+    else:
+        oh, ow = conv_geometry(x_raw.shape, w_raw.shape, stage.stride, stage.padding)
+        f, _, kh, kw = w_raw.shape
+        x = im2col(x_raw, kh, kw, int(stage.stride), int(stage.padding), oh, ow)
+        w = w_raw.reshape(f, -1).T
+    return dense_kernels._max_abs_prefix(x, w, np.asarray(b_raw, dtype=np.int64))
+
+
 class Engine:
     """A datapath that runs Dense/Conv2D stages; subclasses set ``name`` and ``kinds``."""
 
     name: ClassVar[str] = ""
     kinds: ClassVar[tuple[str, ...]] = ("dense", "conv2d")
+    exact_prefix: ClassVar[bool] = True
+    """Whether ``run(..., prefix_stats=True)`` gives DESIGN.md's exact ``max_abs_prefix``."""
 
     @property
     def options(self) -> tuple[EngineOption, ...]:
@@ -111,8 +134,15 @@ class Engine:
         """The weights as this engine stores them (default: the raw ints)."""
         return w_raw
 
-    def run(self, stage: Stage, x_raw, params, b_raw, cfg: LayerConfig, seed) -> EngineResult:
+    def run(self, stage: Stage, x_raw, params, b_raw, cfg: LayerConfig, seed,
+            prefix_stats: bool = False) -> EngineResult:
         raise NotImplementedError
+
+    def check_prefix_stats(self, layer: str) -> None:
+        """A one-line error unless this engine gives ``max_abs_prefix`` exactly (:attr:`exact_prefix`)."""
+        check(self.exact_prefix,
+              f"layer {layer}: engine {self.name} cannot give max_abs_prefix exactly (its additions run in "
+              "another order than the layer's k = 0..K-1): run that layer on engine dense, or drop prefix_stats")
 
     def equals_dense(self, cfg: LayerConfig) -> bool:
         """True when DESIGN.md's semantics make this engine's outputs equal the dense engine's."""
@@ -127,8 +157,8 @@ class DenseEngine(Engine):
     dense: object = dense_kernels.dense
     conv2d: object = dense_kernels.conv2d
 
-    def run(self, stage, x_raw, params, b_raw, cfg, seed) -> EngineResult:
-        common = dict(activation=_activation(stage), seed=seed)
+    def run(self, stage, x_raw, params, b_raw, cfg, seed, prefix_stats=False) -> EngineResult:
+        common = dict(activation=_activation(stage), seed=seed, **_prefix_kwargs(prefix_stats))
         if stage.kind == "dense":
             res = self.dense(x_raw.reshape(x_raw.shape[0], -1), params, b_raw, cfg, **common)
         else:
@@ -220,7 +250,9 @@ class SparseEngine(Engine):
               f"per-PE column pointers (at most {COLUMN_POINTER_BYTES // 2**20} MiB): use fewer PEs")
         return SparseWeights.encode(w_raw, pes, cfg.options["index_bits"])
 
-    def run(self, stage, x_raw, params: SparseWeights, b_raw, cfg, seed) -> EngineResult:
+    def run(self, stage, x_raw, params: SparseWeights, b_raw, cfg, seed, prefix_stats=False) -> EngineResult:
+        """``prefix_stats``: the dense routine on the same raw operands (EIE's order per output is the
+        dense k = 0..K-1 minus zero terms, which change no prefix)."""
         common = dict(activation=_activation(stage), seed=seed, schedule=params.schedule)
         if stage.kind == "dense":
             res = sparse_dense(x_raw.reshape(x_raw.shape[0], -1), params.enc, b_raw, cfg, **common)
@@ -232,7 +264,10 @@ class SparseEngine(Engine):
                                   enc.nnz, enc.n_padding, int(enc.pe_entries.max(initial=0)), images,
                                   images * int(np.prod(res.y.shape[2:])),  # conv: a vector per position
                                   int(res.stats.additions), res.pe)
-        return EngineResult(res.y, res.acc, EngineStats.of(res.stats, timing))
+        stats = EngineStats.of(res.stats, timing)
+        if prefix_stats:
+            stats = replace(stats, max_abs_prefix=_max_abs_prefix(stage, x_raw, params.raw, b_raw))
+        return EngineResult(res.y, res.acc, stats)
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,8 +293,11 @@ class BitSerialEngine(Engine):
     """Stripes' bit-serial datapath: activations fed one bit per cycle in bricks of ``lanes``."""
 
     name: ClassVar[str] = "bitserial"
+    exact_prefix: ClassVar[bool] = False  # one addition per activation bit: other prefixes than dense's
 
-    def run(self, stage, x_raw, params, b_raw, cfg, seed) -> EngineResult:
+    def run(self, stage, x_raw, params, b_raw, cfg, seed, prefix_stats=False) -> EngineResult:
+        if prefix_stats:
+            self.check_prefix_stats(stage.name)
         o = cfg.options
         common = dict(activation=_activation(stage), seed=seed, lanes=o["lanes"],
                       msb_first=bool(o["msb_first"]))

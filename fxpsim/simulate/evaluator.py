@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..config import LayerConfig, NetworkConfig
+from ..datapath.core import check_prefix_flag
 from ..qformat import dequantize, quantize
 from .simulator import Simulator, convert_raw
 
@@ -25,10 +26,13 @@ class Evaluator:
     most ``cache_mb`` megabytes (oldest entries leave first). A stage the
     cache serves returns the stats of the run that filled it, the engine's
     ``extras`` (cycles) inside: per calibration set, counted once.
+    ``prefix_stats=True`` gives every stage's stats its exact ``max_abs_prefix``.
     """
 
-    def __init__(self, sim: Simulator, x, y, prepared: bool = False, cache_mb: float = 512):
+    def __init__(self, sim: Simulator, x, y, prepared: bool = False, cache_mb: float = 512,
+                 prefix_stats: bool = False):
         self.sim = sim
+        self.prefix_stats = check_prefix_flag(prefix_stats)
         self.x = x if prepared else sim.prepare(x)
         self.y = np.asarray(y)
         self.trace = sim.float_trace(self.x)
@@ -61,7 +65,7 @@ class Evaluator:
                 else:
                     x_in = convert_raw(h, config[i - 1].fmt_y, config[i].fmt_x, config[i].rounding,
                                        self.sim.seed)
-                hit = self.sim.run_stage(i, x_in, config[i], self._params_for(i, config[i]))
+                hit = self.sim.run_stage(i, x_in, config[i], self._params_for(i, config[i]), self.prefix_stats)
                 size = hit[0].nbytes + hit[1].nbytes
                 while self._cache and self._cached_bytes + size > self.cache_bytes:  # oldest first
                     old = self._cache.pop(next(iter(self._cache)))

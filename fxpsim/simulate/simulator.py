@@ -24,6 +24,7 @@ import numpy as np
 from ..datapath import dense as dense_engine
 from ..config import LayerConfig, NetworkConfig
 from ..constraints import a2q_weights
+from ..datapath.core import check_prefix_flag
 from ..datapath.engines import ENGINES, DenseEngine, EngineResult
 from ..errors import check
 from ..qformat import QFormat, Rounding, convert, dequantize, quantize
@@ -50,6 +51,9 @@ class LayerStats:
     abs_error_sum: float  # sum |y - y_hat| against the float model at the kernel output
     mean_abs_error: float
     outputs_out_of_format: int  # float-model outputs outside fmt_y's range (saturated there)
+    max_abs_prefix: int | None = None
+    """DESIGN.md's max over outputs and every prefix of the exact running sum, bias first (what an
+    exact clip register must hold), max over batches; None unless ``prefix_stats=True``."""
 
 
 @dataclass
@@ -66,9 +70,12 @@ class SimResult:
     BitSerialCycles; dense: None)."""
 
     def stats_table(self):
+        """One row per stage; the ``max_abs_prefix`` column only when it was asked for."""
         import pandas as pd
 
-        return pd.DataFrame([{f: getattr(s, f) for f in LayerStats.__slots__} for s in self.layer_stats])
+        cols = [f for f in LayerStats.__slots__
+                if f != "max_abs_prefix" or any(s.max_abs_prefix is not None for s in self.layer_stats)]
+        return pd.DataFrame([{f: getattr(s, f) for f in cols} for s in self.layer_stats])
 
 
 def convert_raw(raw: np.ndarray, src: QFormat, dst: QFormat, rounding=Rounding.NEAREST_EVEN,
@@ -110,8 +117,9 @@ class Simulator:
         check(np.all(np.isfinite(x)), "input data contains NaN or inf: fix the data set")
         return x
 
-    def check_config(self, config: NetworkConfig) -> None:
-        """The config must name the model's compute layers, in order, on engines that run them."""
+    def check_config(self, config: NetworkConfig, prefix_stats: bool = False) -> None:
+        """The config must name the model's compute layers, in order, on engines that run them (and,
+        with ``prefix_stats``, that give ``max_abs_prefix`` exactly)."""
         check(len(config) == len(self.stages),
               f"the config has {len(config)} layers but the model has {len(self.stages)} compute "
               f"layers ({', '.join(self.names)}): make a config for this model")
@@ -123,6 +131,8 @@ class Simulator:
             check(stage.kind in engine.kinds,
                   f"layer {stage.name} is {stage.kind}, which engine {engine.name} does not run (it runs "
                   f"{', '.join(engine.kinds)}): give the layer another engine")
+            if check_prefix_flag(prefix_stats):
+                engine.check_prefix_stats(stage.name)
 
     # --- float reference -------------------------------------------------
     def float_trace(self, x: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -159,44 +169,48 @@ class Simulator:
         w, b = self.quantized_params(i, cfg)
         return self.engines[cfg.engine].prepare(self.stages[i], w, cfg), b
 
-    def run_kernel(self, i: int, x_raw: np.ndarray, w, b, cfg: LayerConfig) -> EngineResult:
+    def run_kernel(self, i: int, x_raw: np.ndarray, w, b, cfg: LayerConfig,
+                   prefix_stats: bool = False) -> EngineResult:
         """Stage ``i``'s Dense/Conv2D on the engine ``cfg`` names: raw ``y``, ``acc``, ``stats``
-        (:class:`~fxpsim.datapath.engines.EngineStats`, the engine's ``extras`` inside)."""
-        return self.engines[cfg.engine].run(self.stages[i], x_raw, w, b, cfg, self.seed)
+        (:class:`~fxpsim.datapath.engines.EngineStats`, the engine's ``extras`` inside; with
+        ``prefix_stats``, ``max_abs_prefix`` too)."""
+        kw = {"prefix_stats": True} if prefix_stats else {}  # an engine of a plugin may not know it
+        return self.engines[cfg.engine].run(self.stages[i], x_raw, w, b, cfg, self.seed, **kw)
 
-    def run_stage(self, i: int, x_raw: np.ndarray, cfg: LayerConfig, params=None):
+    def run_stage(self, i: int, x_raw: np.ndarray, cfg: LayerConfig, params=None, prefix_stats: bool = False):
         """Stage ``i`` on raw inputs in ``cfg.fmt_x``: (kernel output raw, stage output raw, stats)."""
         s = self.stages[i]
         w, b = params if params is not None else self.stage_params(i, cfg)
         cfg = self.stage_config(i, cfg)
-        res = self.run_kernel(i, x_raw, w, b, cfg)
+        res = self.run_kernel(i, x_raw, w, b, cfg, prefix_stats)
         out = res.y
         for op, layer in s.post:
             out = post_int(op, layer, out, cfg.fmt_y, cfg, self.seed)
         return res.y, out, res.stats
 
     def simulate(self, x, config: NetworkConfig, y=None, batch_size: int = 2000,
-                 prepared: bool = False) -> SimResult:
-        """Run ``config`` on inputs ``x`` (labels ``y`` optional): predictions and stats."""
-        return self._simulate(x, (config,), y, batch_size, prepared)[0][0]
+                 prepared: bool = False, prefix_stats: bool = False) -> SimResult:
+        """Run ``config`` on inputs ``x`` (labels ``y`` optional): predictions and stats
+        (``prefix_stats``: also each stage's exact ``max_abs_prefix``, one more pass per stage)."""
+        return self._simulate(x, (config,), y, batch_size, prepared, prefix_stats)[0][0]
 
     def compare(self, x, config: NetworkConfig, reference: NetworkConfig, y=None, batch_size: int = 2000,
-                prepared: bool = False) -> Comparison:
+                prepared: bool = False, prefix_stats: bool = False) -> Comparison:
         """``config`` and ``reference`` (e.g. the same formats on another engine) on the same inputs:
-        both results and, per stage, how many raw kernel outputs are equal."""
+        both results and, per stage, how many raw kernel outputs are equal (``prefix_stats``: both)."""
         for a, b in zip(config, reference):
             check(a.fmt_y == b.fmt_y, f"layer {a.name}: output formats {a.fmt_y} and {b.fmt_y} differ: "
                                       "compare configs of the same output formats")
-        (res, ref), equal = self._simulate(x, (config, reference), y, batch_size, prepared)
+        (res, ref), equal = self._simulate(x, (config, reference), y, batch_size, prepared, prefix_stats)
         stages = tuple(StageAgreement(s.name, cfg.engine, st.outputs, int(e))
                        for s, cfg, st, e in zip(self.stages, config, res.layer_stats, equal))
         return Comparison(res, ref, stages)
 
-    def _simulate(self, x, configs, y, batch_size, prepared):
+    def _simulate(self, x, configs, y, batch_size, prepared, prefix_stats=False):
         """Each config on the same batches: its SimResult, and per stage the kernel outputs equal
         to the first config's."""
         for config in configs:
-            self.check_config(config)
+            self.check_config(config, prefix_stats)
         n = len(x)
         check(n > 0, "no input samples to simulate")
         params = [[self.stage_params(i, cfg) for i, cfg in enumerate(c)] for c in configs]
@@ -213,7 +227,7 @@ class Simulator:
                 for i, cfg in enumerate(config):
                     if i > 0:
                         h = convert_raw(h, config[i - 1].fmt_y, cfg.fmt_x, cfg.rounding, self.seed)
-                    kernel_y, h, stats = self.run_stage(i, h, cfg, params[j][i])
+                    kernel_y, h, stats = self.run_stage(i, h, cfg, params[j][i], prefix_stats)
                     acc[j][i].add(stats, dequantize(kernel_y, cfg.fmt_y), trace[i][0], cfg.fmt_y)
                     if j == 0:
                         first.append(kernel_y)
@@ -270,6 +284,7 @@ class _StatsAccumulator:
     def __init__(self, stage: Stage):
         self.name, self.fan_in = stage.name, stage.fan_in
         self.additions = self.overflows = self.outputs = self.affected = self.max_abs = 0
+        self.max_prefix = None  # only when asked (prefix_stats)
         self.extras = None
         self.lo, self.hi, self.err = np.inf, -np.inf, 0.0
         self.out_of_format = 0
@@ -279,6 +294,9 @@ class _StatsAccumulator:
         self.overflows += int(stats.overflow_count)
         self.affected += int(stats.outputs_affected)
         self.max_abs = max(self.max_abs, int(stats.max_abs_acc))
+        prefix = getattr(stats, "max_abs_prefix", None)
+        if prefix is not None:
+            self.max_prefix = max(self.max_prefix or 0, int(prefix))
         extras = getattr(stats, "extras", None)
         if extras is not None:
             self.extras = extras if self.extras is None else self.extras + extras
@@ -291,7 +309,8 @@ class _StatsAccumulator:
     def result(self) -> LayerStats:
         return LayerStats(self.name, self.fan_in, self.additions, self.overflows, self.outputs,
                           self.affected, self.max_abs, self.max_abs.bit_length() + 1,
-                          self.lo, self.hi, self.err, self.err / max(self.outputs, 1), self.out_of_format)
+                          self.lo, self.hi, self.err, self.err / max(self.outputs, 1), self.out_of_format,
+                          self.max_prefix)
 
 
 def simulate(model, config: NetworkConfig, x, y=None, batch_size: int = 2000) -> SimResult:

@@ -119,7 +119,8 @@ class SparseSimulator(Simulator):
         """``cfg`` on engine sparse with this simulator's PEs and index bits, for a sparse stage."""
         return _pin(cfg, self.stages[i].kind, self._options, self.conv)
 
-    def simulate(self, x, config, y=None, batch_size: int = 2000, prepared: bool = False) -> SparseSimResult:
+    def simulate(self, x, config, y=None, batch_size: int = 2000, prepared: bool = False,
+                 prefix_stats: bool = False) -> SparseSimResult:
         """As :meth:`Simulator.simulate` (same raw outputs), plus the timing of the sparse stages."""
-        result = super().simulate(x, config, y, batch_size, prepared)
+        result = super().simulate(x, config, y, batch_size, prepared, prefix_stats=prefix_stats)
         return SparseSimResult(**vars(result), cycle_stats=cycle_stats(result.engine_extras))
