@@ -194,14 +194,47 @@ class LayerConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> LayerConfig:
-        try:
-            return cls(name=str(d["name"]), fmt_w=d["fmt_w"], fmt_x=d["fmt_x"], fmt_y=d["fmt_y"],
-                       acc_bits=int(d["acc_bits"]), overflow=d.get("overflow", "wrap"),
-                       rounding=d.get("rounding", "nearest-even"), a2q=bool(d.get("a2q", False)),
-                       engine=d.get("engine", "dense"), engine_options=_options_dict(d))
-        except (KeyError, TypeError) as exc:
-            raise FxpsimError(f"layer config {d!r} lacks {exc}: each layer needs name, fmt_w, fmt_x, "
-                              "fmt_y and acc_bits") from None
+        """A layer of a config file: every field of the type :meth:`to_dict` writes, never coerced
+        (``"a2q": "false"`` is not True, ``"acc_bits": 16.9`` is not 16)."""
+        check(isinstance(d, dict), f"layer config {_short(d)} is not a JSON object: each layer is "
+                                   "{\"name\": ..., \"fmt_w\": ..., \"fmt_x\": ..., \"fmt_y\": ..., \"acc_bits\": ...}")
+        missing = [k for k in ("name", "fmt_w", "fmt_x", "fmt_y", "acc_bits") if k not in d]
+        check(not missing, f"layer config {_short(d)} lacks {', '.join(missing)}: each layer needs name, "
+                           "fmt_w, fmt_x, fmt_y and acc_bits")
+        unknown = sorted(set(d) - set(_LAYER_KEYS))
+        check(not unknown, f"layer {_short(d.get('name'))}: unknown key(s) {', '.join(map(repr, unknown))}: "
+                           f"a layer config has {', '.join(_LAYER_KEYS)}")
+        where = f"layer {_short(d['name'])}"
+        for key in ("name", "fmt_w", "fmt_x", "fmt_y", "overflow", "rounding", "engine"):
+            if key in d:
+                check(isinstance(d[key], str), f"{where}: {key}={_short(d[key])} is not a string: write it as "
+                                               "fxpsim does, e.g. \"Q4.12\", \"wrap\", \"nearest-even\"")
+        acc = d["acc_bits"]
+        check(isinstance(acc, int) and not isinstance(acc, bool),
+              f"{where}: acc_bits={_short(acc)} is not a whole number: give BW_acc in bits, e.g. 16")
+        a2q = d.get("a2q", False)
+        check(isinstance(a2q, bool), f"{where}: a2q={_short(a2q)} is not true or false (JSON booleans, unquoted)")
+        return cls(name=d["name"], fmt_w=d["fmt_w"], fmt_x=d["fmt_x"], fmt_y=d["fmt_y"], acc_bits=acc,
+                   overflow=d.get("overflow", "wrap"), rounding=d.get("rounding", "nearest-even"), a2q=a2q,
+                   engine=d.get("engine", "dense"), engine_options=_options_dict(d))
+
+
+_LAYER_KEYS = ("name", "fmt_w", "fmt_x", "fmt_y", "acc_bits", "overflow", "rounding", "a2q", "engine",
+               "engine_options")
+"""The keys :meth:`LayerConfig.to_dict` writes (engine ones only when not the default)."""
+MAX_CONFIG_BYTES = 16 << 20
+"""Largest config file read: a network's config is a few KiB; a bigger file is refused unread."""
+
+
+def _short(value, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for one-line errors about untrusted input."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _no_constant(name: str):
+    """JSON's NaN/Infinity are not config values (``json`` would accept them)."""
+    raise FxpsimError(f"it holds {name}, which no config field takes: write whole numbers and strings")
 
 
 def _options_dict(d: dict) -> dict:
@@ -275,11 +308,21 @@ class NetworkConfig:
 
     @classmethod
     def from_json(cls, text: str, source: str = "config") -> NetworkConfig:
+        check(len(text) <= MAX_CONFIG_BYTES, f"{source} holds {len(text)} characters, more than a config's "
+                                             f"{MAX_CONFIG_BYTES >> 20} MiB limit: give a file written by fxpsim")
         try:
-            data = json.loads(text)
+            data = json.loads(text, parse_constant=_no_constant)
         except json.JSONDecodeError as exc:
             raise FxpsimError(f"{source} is not valid JSON ({exc.msg} at line {exc.lineno}): "
                               "give a file written by fxpsim (reports/*config*.json)") from None
+        except RecursionError:
+            raise FxpsimError(f"{source} nests JSON too deeply to be a config: give a file written by "
+                              "fxpsim (reports/*config*.json)") from None
+        except FxpsimError as exc:
+            raise FxpsimError(f"{source}: {exc}") from None
+        except ValueError:  # an integer of more than 4300 digits
+            raise FxpsimError(f"{source} holds a number too long to be a config value: give a file "
+                              "written by fxpsim") from None
         if not isinstance(data, dict) or data.get("format") != CONFIG_FORMAT:
             raise FxpsimError(f"{source} is not an fxpsim configuration (no \"format\": "
                               f"\"{CONFIG_FORMAT}\"): give a file written by fxpsim")
@@ -298,4 +341,14 @@ class NetworkConfig:
     @classmethod
     def load(cls, path) -> NetworkConfig:
         path = Path(path)
-        return cls.from_json(path.read_text(), source=str(path))
+        check(path.is_file(), f"config {path} is not a file: give a config written by fxpsim "
+                              "(reports/*config*.json)")
+        size = path.stat().st_size
+        check(size <= MAX_CONFIG_BYTES, f"config {path} is {size} bytes, more than a config's "
+                                        f"{MAX_CONFIG_BYTES >> 20} MiB limit: give a file written by fxpsim")
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise FxpsimError(f"config {path} is not UTF-8 text (byte {exc.start}): give a JSON file "
+                              "written by fxpsim") from None
+        return cls.from_json(text, source=str(path))

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from fxpsim.config import ENGINE_OPTIONS, LayerConfig, NetworkConfig
+from fxpsim.config import ENGINE_OPTIONS, MAX_CONFIG_BYTES, LayerConfig, NetworkConfig
 from fxpsim.datapath.engines import ENGINES
 from fxpsim.errors import FxpsimError
 
@@ -102,3 +102,60 @@ def test_bad_engines_in_json_are_one_line_errors(tmp_path, layer, needle):
     with pytest.raises(FxpsimError) as info:
         NetworkConfig.load(tmp_path / "c.json")
     assert needle in str(info.value) and "\n" not in str(info.value)
+
+
+# --- config files are read strictly: no coercion, no traceback --------------------------------
+
+def _with_layer0(**changes) -> str:
+    data = json.loads((REPORTS / "digits-cnn_acc16_act-w_wrap_config.json").read_text())
+    data["layers"][0].update(changes)
+    return json.dumps(data)
+
+
+@pytest.mark.parametrize("changes, needle", [
+    ({"a2q": "false"}, r"a2q='false' is not true or false"),
+    ({"a2q": 1}, r"a2q=1 is not true or false"),
+    ({"acc_bits": 16.9}, r"acc_bits=16.9 is not a whole number"),
+    ({"acc_bits": True}, r"acc_bits=True is not a whole number"),
+    ({"acc_bits": "sixteen"}, r"acc_bits='sixteen' is not a whole number"),
+    ({"acc_bits": 10 ** 30}, r"is outside 1\.\.62"),
+    ({"fmt_w": 4}, r"fmt_w=4 is not a string"),
+    ({"acc_bitz": 3}, r"unknown key\(s\) 'acc_bitz'"),
+])
+def test_config_fields_are_never_coerced(changes, needle):
+    """"a2q": "false" was read as True and acc_bits 16.9 as 16 (bool() and int() coerced them)."""
+    with pytest.raises(FxpsimError, match=needle):
+        NetworkConfig.from_json(_with_layer0(**changes))
+
+
+@pytest.mark.parametrize("text, needle", [
+    ('{"a": ' * 100000 + "1" + "}" * 100000, "nests JSON too deeply"),
+    ('{"format": "fxpsim-config", "version": 1, "layers": [{"acc_bits": Infinity}]}', "holds Infinity"),
+    ('{"x": ' + "9" * 5000 + "}", "a number too long"),
+    ("[1, 2]", "not an fxpsim configuration"),
+    ('{"format": "fxpsim-config", "version": 1, "layers": [3]}', "is not a JSON object"),
+])
+def test_hostile_config_text_is_one_line(text, needle):
+    with pytest.raises(FxpsimError, match=needle) as err:
+        NetworkConfig.from_json(text)
+    assert "\n" not in str(err.value) and len(str(err.value)) < 300
+
+
+def test_config_files_that_are_not_text_or_too_big_are_refused_unread(tmp_path):
+    binary = tmp_path / "c.json"
+    binary.write_bytes(b"\xff\xfe\x00{")
+    with pytest.raises(FxpsimError, match="not UTF-8 text"):
+        NetworkConfig.load(binary)
+    big = tmp_path / "big.json"
+    with open(big, "wb") as fh:
+        fh.truncate(MAX_CONFIG_BYTES + 1)  # sparse file: nothing is written or read
+    with pytest.raises(FxpsimError, match="MiB limit"):
+        NetworkConfig.load(big)
+    with pytest.raises(FxpsimError, match="is not a file"):
+        NetworkConfig.load(tmp_path)
+
+
+def test_every_committed_config_still_loads_and_round_trips():
+    for path in sorted(REPORTS.glob("*config*.json")):
+        cfg = NetworkConfig.load(path)
+        assert cfg.to_json() + "\n" == path.read_text()
