@@ -116,6 +116,18 @@ def _bad(path, why: str) -> FxpsimError:
     return FxpsimError(f"{path} is not a readable fxpsim model file: {why}")
 
 
+def _check_numbers(path, name: str, arr: np.ndarray) -> None:
+    """A weight, buffer or preprocessing array must hold finite real numbers: a bool, complex,
+    date or string array would be cast silently, and one NaN makes every accuracy a guess."""
+    if arr.dtype.kind not in "fiu":
+        raise _bad(path, f"entry {name!r} has dtype {arr.dtype}, not real numbers: weights and "
+                         "statistics are float arrays (re-save the model with save_model)")
+    if arr.dtype.kind == "f" and arr.size and not np.isfinite(arr).all():
+        bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+        raise _bad(path, f"entry {name!r} holds {bad} NaN/inf value(s): retrain or repair the model "
+                         "(a non-finite weight makes every result meaningless)")
+
+
 def load_model(path: str | os.PathLike) -> Model:
     """Read a model written by :func:`save_model` (never unpickles anything)."""
     path = Path(path)
@@ -154,6 +166,8 @@ def load_model(path: str | os.PathLike) -> Model:
     if version > MODEL_VERSION:
         raise FxpsimError(f"{path} has model format version {version}, newer than this fxpsim reads "
                           f"({MODEL_VERSION}): upgrade fxpsim")
+    for name, arr in arrays.items():
+        _check_numbers(path, name, arr)
     state = {k[len("state/"):]: v for k, v in arrays.items() if k.startswith("state/")}
     prep = {k[len("preprocess/"):]: v for k, v in arrays.items() if k.startswith("preprocess/")}
     try:

@@ -191,3 +191,42 @@ def test_unwritable_output(tmp_path):
     with pytest.raises(OSError):
         save_model(tmp_path / "no" / "m.npz", small_model())
     assert check_writable(tmp_path / "m.npz") == tmp_path / "m.npz" and os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("mutate, needle", [
+    ("nan", r"holds 1 NaN/inf value"),
+    ("inf_std", r"'preprocess/\w+' holds \d+ NaN/inf"),
+    ("bool", r"has dtype bool, not real numbers"),
+    ("complex", r"has dtype complex128, not real numbers"),
+    ("datetime", r"has dtype datetime64\[s\], not real numbers"),
+])
+def test_weights_that_are_not_finite_reals_are_refused(tmp_path, mutate, needle):
+    """Bool weights were cast silently (61.8 % accuracy, exit 0) and one NaN weight printed 'loss nan'."""
+    good = save_model(tmp_path / "good.npz", small_model())
+    with np.load(good) as z:
+        entries = {k: z[k] for k in z.files}
+    w = next(k for k in entries if k.endswith(".W"))
+    if mutate == "nan":
+        entries[w] = entries[w].copy()
+        entries[w].flat[3] = np.nan
+    elif mutate == "inf_std":
+        std = next(k for k in entries if k.startswith("preprocess/"))
+        entries[std] = np.full_like(entries[std], np.inf)
+    elif mutate == "bool":
+        entries[w] = entries[w] > 0
+    elif mutate == "complex":
+        entries[w] = entries[w].astype(np.complex128)
+    else:
+        entries[w] = np.zeros(entries[w].shape, dtype="datetime64[s]")
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, **entries)
+    with pytest.raises(FxpsimError, match=needle):
+        load_model(bad)
+    load_model(good)  # the untouched file still loads
+
+
+def test_every_shipped_model_holds_finite_real_weights():
+    from pathlib import Path
+
+    for path in sorted((Path(__file__).resolve().parents[1] / "models").glob("*.npz")):
+        load_model(path)
