@@ -181,4 +181,34 @@ def load_model(path: str | os.PathLike) -> Model:
     metadata = header.get("metadata", {})
     if not isinstance(metadata, dict):
         raise _bad(path, "its training metadata is not a JSON object")
+    _check_metadata(path, metadata)
     return Model(network, preprocess, metadata)
+
+
+def _check_metadata(path, meta: dict) -> None:
+    """The metadata fields the commands read (dataset, seeds, split fractions) have their types
+    and ranges; a field that is absent stays absent (a command that needs it says so)."""
+    def whole(key, value):
+        if not (isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63):
+            raise _bad(path, f"metadata {key}={value!r} is not a whole number >= 0")
+
+    def fraction(key, value, low_open=True):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value < 1 \
+            and (value > 0 if low_open else value >= 0)
+        if not ok:
+            raise _bad(path, f"metadata {key}={value!r} is not a fraction in {'(0' if low_open else '[0'}, 1)")
+
+    if "dataset" in meta and not isinstance(meta["dataset"], str):
+        raise _bad(path, f"metadata dataset={meta['dataset']!r} is not a dataset name")
+    if "seed" in meta:
+        whole("seed", meta["seed"])
+    if meta.get("val_fraction") is not None:
+        fraction("val_fraction", meta["val_fraction"], low_open=False)
+    split = meta.get("split")
+    if split is not None:
+        if not isinstance(split, dict):
+            raise _bad(path, f"metadata split={split!r} is not a JSON object")
+        if "test_fraction" in split:
+            fraction("split.test_fraction", split["test_fraction"])
+        if "split_seed" in split:
+            whole("split.split_seed", split["split_seed"])

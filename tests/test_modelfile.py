@@ -230,3 +230,30 @@ def test_every_shipped_model_holds_finite_real_weights():
 
     for path in sorted((Path(__file__).resolve().parents[1] / "models").glob("*.npz")):
         load_model(path)
+
+
+@pytest.mark.parametrize("metadata, needle", [
+    ({"seed": -1}, r"metadata seed=-1 is not a whole number"),
+    ({"seed": "abc"}, r"metadata seed='abc' is not a whole number"),
+    ({"split": {"test_fraction": "x"}}, r"split.test_fraction='x' is not a fraction in \(0, 1\)"),
+    ({"split": {"split_seed": 1.5}}, r"split.split_seed=1.5 is not a whole number"),
+    ({"split": [0.25]}, r"split=\[0.25\] is not a JSON object"),
+    ({"val_fraction": 1.0}, r"val_fraction=1.0 is not a fraction in \[0, 1\)"),
+    ({"dataset": 7}, r"dataset=7 is not a dataset name"),
+])
+def test_metadata_fields_the_commands_read_are_checked_on_load(tmp_path, metadata, needle):
+    """seed -1, seed "abc" and split.test_fraction "x" were ValueError/TypeError tracebacks."""
+    model = small_model()
+    path = save_model(tmp_path / "m.npz", Model(model.network, model.preprocess, metadata))
+    with pytest.raises(FxpsimError, match=needle):
+        load_model(path)
+
+
+def test_a_model_without_a_dataset_is_one_line_in_the_cli(tmp_path, capsys):
+    from fxpsim.cli import main
+
+    model = small_model()
+    path = save_model(tmp_path / "m.npz", Model(model.network, model.preprocess, {"seed": 0}))
+    assert main(["eval", str(path), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no \"dataset\" in its metadata" in err and "\n" not in err and "Traceback" not in err

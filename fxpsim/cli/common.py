@@ -42,6 +42,8 @@ def load_model_and_data(args):
     meta = model.metadata
     split = meta.get("split") or {}
     kwargs = {k: split[k] for k in ("test_fraction", "split_seed") if k in split}
+    check("dataset" in meta, f"{path} does not say which data set it was trained on (no \"dataset\" in its "
+                             "metadata): re-save it with fxpsim train, or give the model metadata a dataset")
     data = load_dataset(meta["dataset"], getattr(args, "data_dir", None), **kwargs)
     return path, model, data
 
