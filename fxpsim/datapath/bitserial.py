@@ -64,7 +64,7 @@ import numpy as np
 from ..config import LayerConfig
 from ..errors import FxpsimError, check
 from ..qformat import MAX_WIDTH, Overflow, QFormat
-from .core import check_operands, check_requantize_args, conv_geometry, im2col, layer_config, requantize
+from .core import call_config, check_operands, conv_geometry, im2col, layer_config, requantize
 
 __all__ = ["BitSerialResult", "BitSerialStats", "bit_serial_conv2d", "bit_serial_dense", "clip_safe"]
 
@@ -224,9 +224,8 @@ def bit_serial_dense(x, w, b=None, cfg: LayerConfig | None = None, *, fmt_x=None
     FL_acc = FL_w + FL_x; ``b`` is in that format. See the module docstring
     for when the result equals the bit-parallel one.
     """
-    cfg = layer_config(cfg, fmt_x=fmt_x, fmt_w=fmt_w, fmt_y=fmt_y, acc_bits=acc_bits,
-                       overflow=overflow, rounding=rounding)
-    seed = check_requantize_args(cfg, activation, seed)
+    cfg, seed = call_config(cfg, activation, seed, fmt_x=fmt_x, fmt_w=fmt_w, fmt_y=fmt_y, acc_bits=acc_bits,
+                            overflow=overflow, rounding=rounding)
     x, w, bias = check_operands(x, w, b, cfg, conv=False)
     acc, stats, cycles = _run(x, w, bias, cfg, lanes=lanes, digit_bits=1, msb_first=msb_first)
     return BitSerialResult(requantize(acc, cfg, activation, seed), acc, stats, cycles)
@@ -252,9 +251,8 @@ def bit_serial_conv2d(x, w, b=None, cfg: LayerConfig | None = None, *, stride=1,
           f"unknown brick order {order!r}: use 'datapath' (channel, row, column) or 'stripes' "
           "(lanes channels at one kernel position)")
     lanes = _check_int(lanes, "lanes")
-    cfg = layer_config(cfg, fmt_x=fmt_x, fmt_w=fmt_w, fmt_y=fmt_y, acc_bits=acc_bits,
-                       overflow=overflow, rounding=rounding)
-    seed = check_requantize_args(cfg, activation, seed)
+    cfg, seed = call_config(cfg, activation, seed, fmt_x=fmt_x, fmt_w=fmt_w, fmt_y=fmt_y, acc_bits=acc_bits,
+                            overflow=overflow, rounding=rounding)
     x, w, bias = check_operands(x, w, b, cfg, conv=True)
     oh, ow = conv_geometry(x.shape, w.shape, stride, padding)
     f, c, kh, kw = w.shape

@@ -90,6 +90,14 @@ def layer_config(cfg=None, *, fmt_x=None, fmt_w=None, fmt_y=None, acc_bits=None,
                        rounding="nearest-even" if rounding is None else rounding)
 
 
+def call_config(cfg, activation, seed, **formats) -> tuple[LayerConfig, int | None]:
+    """What every engine's public function checks first, in this order: its config
+    (:func:`layer_config`: ``cfg`` or the keyword ``formats``), then the activation and the
+    stochastic seed (:func:`check_requantize_args`). Returns ``(cfg, seed)``."""
+    cfg = layer_config(cfg, **formats)
+    return cfg, check_requantize_args(cfg, activation, seed)
+
+
 def check_requantize_args(cfg: LayerConfig, activation, seed) -> int | None:
     """``activation`` one of :data:`ACTIVATIONS`; stochastic rounding's seed as an int."""
     check(activation in ACTIVATIONS,

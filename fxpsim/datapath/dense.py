@@ -58,8 +58,8 @@ import numpy as np
 from ..config import LayerConfig
 from ..qformat import MAX_WIDTH, Overflow
 from . import jit
-from .core import (DatapathResult, OverflowStats, check_operands, check_prefix_flag, check_requantize_args,
-                   conv_geometry, im2col, layer_config, requantize, threads_for)
+from .core import (DatapathResult, OverflowStats, call_config, check_operands, check_prefix_flag,
+                   conv_geometry, im2col, requantize, threads_for)
 
 __all__ = ["DatapathResult", "OverflowStats", "conv2d", "dense", "lane_plan"]
 
@@ -428,9 +428,8 @@ def dense(x, w, b=None, cfg: LayerConfig | None = None, *, fmt_x=None, fmt_w=Non
     Stochastic rounding needs ``seed``. ``prefix_stats=True`` adds the exact
     ``max_abs_prefix`` (DESIGN.md). See the module docstring.
     """
-    cfg = layer_config(cfg, fmt_x=fmt_x, fmt_w=fmt_w, fmt_y=fmt_y, acc_bits=acc_bits,
-                       overflow=overflow, rounding=rounding)
-    seed = check_requantize_args(cfg, activation, seed)
+    cfg, seed = call_config(cfg, activation, seed, fmt_x=fmt_x, fmt_w=fmt_w, fmt_y=fmt_y, acc_bits=acc_bits,
+                            overflow=overflow, rounding=rounding)
     x, w, bias = check_operands(x, w, b, cfg, conv=False)
     acc, stats = _accumulate(x, w, bias, cfg, prefix_stats=check_prefix_flag(prefix_stats))
     return DatapathResult(requantize(acc, cfg, activation, seed), acc, stats)
@@ -445,9 +444,8 @@ def conv2d(x, w, b=None, cfg: LayerConfig | None = None, *, stride=1, padding=0,
     format; ``cfg`` or the keywords as :func:`dense`. Computed as im2col +
     the dense datapath (same per-step order, so ``prefix_stats`` follows it too).
     """
-    cfg = layer_config(cfg, fmt_x=fmt_x, fmt_w=fmt_w, fmt_y=fmt_y, acc_bits=acc_bits,
-                       overflow=overflow, rounding=rounding)
-    seed = check_requantize_args(cfg, activation, seed)
+    cfg, seed = call_config(cfg, activation, seed, fmt_x=fmt_x, fmt_w=fmt_w, fmt_y=fmt_y, acc_bits=acc_bits,
+                            overflow=overflow, rounding=rounding)
     x, w, bias = check_operands(x, w, b, cfg, conv=True)
     prefix_stats = check_prefix_flag(prefix_stats)
     oh, ow = conv_geometry(x.shape, w.shape, stride, padding)

@@ -15,8 +15,8 @@ import numpy as np
 
 from ..config import LayerConfig
 from ..qformat import Overflow, Rounding
-from .core import (DatapathResult, OverflowStats, check_operands, check_prefix_flag, check_requantize_args,
-                   conv_geometry, layer_config)
+from .core import (DatapathResult, OverflowStats, call_config, check_operands, check_prefix_flag,
+                   conv_geometry)
 
 _M64 = (1 << 64) - 1
 
@@ -116,9 +116,8 @@ def dense(x, w, b=None, cfg: LayerConfig | None = None, *, fmt_x=None, fmt_w=Non
           acc_bits=None, overflow=None, rounding=None, activation="none", seed=None,
           prefix_stats=False) -> DatapathResult:
     """Reference dense layer: for each (b, n), acc = bias; for k = 0..K-1: acc += x*w."""
-    cfg = layer_config(cfg, fmt_x=fmt_x, fmt_w=fmt_w, fmt_y=fmt_y, acc_bits=acc_bits,
-                       overflow=overflow, rounding=rounding)
-    seed = check_requantize_args(cfg, activation, seed)
+    cfg, seed = call_config(cfg, activation, seed, fmt_x=fmt_x, fmt_w=fmt_w, fmt_y=fmt_y, acc_bits=acc_bits,
+                            overflow=overflow, rounding=rounding)
     x, w, bias = check_operands(x, w, b, cfg, conv=False)
     prefix_stats = check_prefix_flag(prefix_stats)
     xs, ws, bs = x.tolist(), w.tolist(), bias.tolist()
@@ -138,9 +137,8 @@ def conv2d(x, w, b=None, cfg: LayerConfig | None = None, *, stride=1, padding=0,
            fmt_w=None, fmt_y=None, acc_bits=None, overflow=None, rounding=None, activation="none",
            seed=None, prefix_stats=False) -> DatapathResult:
     """Reference conv: direct loops, order channel -> kernel row -> kernel column."""
-    cfg = layer_config(cfg, fmt_x=fmt_x, fmt_w=fmt_w, fmt_y=fmt_y, acc_bits=acc_bits,
-                       overflow=overflow, rounding=rounding)
-    seed = check_requantize_args(cfg, activation, seed)
+    cfg, seed = call_config(cfg, activation, seed, fmt_x=fmt_x, fmt_w=fmt_w, fmt_y=fmt_y, acc_bits=acc_bits,
+                            overflow=overflow, rounding=rounding)
     x, w, bias = check_operands(x, w, b, cfg, conv=True)
     prefix_stats = check_prefix_flag(prefix_stats)
     oh_, ow_ = conv_geometry(x.shape, w.shape, stride, padding)

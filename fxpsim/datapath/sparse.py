@@ -53,8 +53,8 @@ from numba import njit, prange
 from ..config import LayerConfig
 from ..errors import check
 from ..qformat import MAX_WIDTH, Overflow, Rounding, check_raw
-from .core import (OverflowStats, check_array, check_bias, check_int64_sums, check_requantize_args,
-                   conv_geometry, im2col, layer_config, requantize)
+from .core import (OverflowStats, call_config, check_array, check_bias, check_int64_sums,
+                   conv_geometry, im2col, requantize)
 from .dense import lane_plan
 from .jit import requantize_one, sat_add, trunc_as, wrap_add
 
@@ -553,9 +553,8 @@ def eie_dense(x, schedule: ColumnSchedule, b=None, cfg: LayerConfig | None = Non
     the accumulator (``|b| + max|x| * sum_k |W[k, n]|`` fits), wrap and clip
     cannot act and both engines add without per-step checks. Same results.
     """
-    cfg = layer_config(cfg, fmt_x=fmt_x, fmt_w=fmt_w, fmt_y=fmt_y, acc_bits=acc_bits,
-                       overflow=overflow, rounding=rounding)
-    seed = check_requantize_args(cfg, activation, seed)
+    cfg, seed = call_config(cfg, activation, seed, fmt_x=fmt_x, fmt_w=fmt_w, fmt_y=fmt_y, acc_bits=acc_bits,
+                            overflow=overflow, rounding=rounding)
     bias = _check_call(schedule, b, cfg, engine, lanes)
     n_in = schedule.shape[1]
     x = check_array(x, cfg.fmt_x, "x", 2, f"(batch, {n_in})", in_range=False)  # range: in _run
@@ -581,9 +580,8 @@ def eie_conv2d(x, schedule: ColumnSchedule, b=None, cfg: LayerConfig | None = No
     as (B, F, OH, OW), requantized in that layout (so stochastic rounding
     draws the dense engine's bits); PE timing sums over the B*OH*OW vectors.
     """
-    cfg = layer_config(cfg, fmt_x=fmt_x, fmt_w=fmt_w, fmt_y=fmt_y, acc_bits=acc_bits,
-                       overflow=overflow, rounding=rounding)
-    seed = check_requantize_args(cfg, activation, seed)
+    cfg, seed = call_config(cfg, activation, seed, fmt_x=fmt_x, fmt_w=fmt_w, fmt_y=fmt_y, acc_bits=acc_bits,
+                            overflow=overflow, rounding=rounding)
     bias = _check_call(schedule, b, cfg, engine, lanes)
     x = check_array(x, cfg.fmt_x, "x", 4, "(batch, channels, height, width)", in_range=False)
     check(isinstance(kernel_size, (int, np.integer)) and not isinstance(kernel_size, bool)
