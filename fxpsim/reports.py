@@ -2,8 +2,9 @@
 
 Building a table (a DataFrame from result records) is kept apart from
 printing and writing it, as hls4ml separates ``parse_*`` from ``print_*``.
-Every file is written to a temporary name beside its target and renamed
-into place, so a crash leaves the old file or none, never half a file.
+Every file is written to a temporary name beside its target, fsynced and
+renamed into place (the directory fsynced after), so a crash or a power loss
+leaves the old file or none, never half a file.
 
 A written report is a function of its command and its inputs only, so a
 re-run diffs clean (``python -m fxpsim.experiments.reproduce``):
@@ -22,12 +23,12 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from .durable import atomic_open
 
 REPORTS_DIR = Path("reports")
 CSV_FLOAT_FORMAT = ".6g"
@@ -75,26 +76,13 @@ def to_csv(df: pd.DataFrame) -> str:
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file and a rename."""
+    """Write ``data`` to ``path`` durably: a temporary file, fsync, rename, fsync of the directory
+    (:func:`fxpsim.durable.atomic_open`); creates missing parent folders."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path) as fh:
+        fh.write(data)
     return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def write_text_atomic(path: Path, text: str) -> Path:
