@@ -26,6 +26,7 @@ _COMMANDS = (
     "fxpsim.cli.binary",
     "fxpsim.cli.prune",
     "fxpsim.cli.compress",
+    "fxpsim.cli.importer",
 )
 
 
