@@ -1,5 +1,6 @@
 """fxpsim: bit-accurate fixed-point inference simulator for neural-network datapaths."""
 
+from .cli import startup as _startup  # noqa: F401,I001 - first: the CLI's Ctrl-C guard, then the Numba cache fallback
 from .errors import FxpsimError
 from .qformat import Overflow, QFormat, Rounding, dequantize, quantize
 

@@ -31,7 +31,7 @@ from .modelfile import DEFAULT_MODEL, Model, load_model
 from .qformat import int_bits_for, parse_overflow
 from .reports import to_csv, write_text_atomic
 from .search import accumulator_search, accumulator_table
-from .simulate import Evaluator, SimResult, Simulator, build_stages, profile
+from .simulate import Evaluator, SimResult, Simulator, build_stages, model_record, profile
 from .train.data import Dataset, load_dataset, train_val_split
 
 __all__ = ["Config", "LoadedModel", "SearchResult", "SimulationResult", "calibration_split", "load",
@@ -273,6 +273,7 @@ class LoadedModel:
         config, choices = accumulator_search(ev, profile(self.simulator, ev.x, prepared=True), acc_bits,
                                              constraint, overflow, rounding, progress=progress)
         table = accumulator_table(choices, [st for _, _, st in ev.stage_outputs(config)])
+        config = config.for_model(model_record(self.path, self.model))  # as `fxpsim search` records it
         return SearchResult(config, table, self.simulate(config, test_samples))
 
     def _test(self, samples: int | None):

@@ -10,15 +10,34 @@ A value is ``raw * 2**-frac_bits`` with ``raw`` the two's-complement integer
 of ``width`` bits (unsigned formats: ``0 .. 2**width - 1``). Either field
 may be negative (``Q-2.10``: all values below 1/8) as long as width >= 1.
 
-Bit growth (the datapath, ``fxpsim.datapath``):
+Bit growth (the datapath, ``fxpsim.datapath``; FL_acc defaults to FL_w + FL_d):
 
-====================  ==========================  =======================
+====================  ==========================  ==================================
 operation             fraction bits               width
-====================  ==========================  =======================
+====================  ==========================  ==================================
 w * d                 FL_w + FL_d                 BW_w + BW_d (exact)
-acc + w * d           FL_acc = FL_w + FL_d        BW_acc (wrap or clip)
-acc -> y              FL_y (shift FL_acc - FL_y)  BW_y (round, then clip)
-====================  ==========================  =======================
+p -> FL_acc           FL_acc (shift left exactly  exact; ``product="cast"``: BW_acc
+                      or round with product_      (wrap or clip)
+                      rounding)
+acc + p               FL_acc                      BW_acc (wrap or clip)
+acc -> y              FL_y (shift FL_acc - FL_y)  BW_y (round, then clip or wrap)
+====================  ==========================  ==================================
+
+Rounding modes and their ap_fixed ``ap_q_mode`` (DESIGN.md):
+
+================  ===============  ==========================================
+:class:`Rounding` ``ap_q_mode``    rule
+================  ===============  ==========================================
+``nearest-even``  ``AP_RND_CONV``  nearest, ties to even
+``nearest``       ``AP_RND_INF``   nearest, ties away from zero (not
+                                   ``AP_RND``, whose ties go to +inf)
+``floor``         ``AP_TRN``       toward minus infinity (drop the low bits)
+``toward-zero``   ``AP_TRN_ZERO``  toward zero
+``stochastic``    (none)           up with probability = the dropped fraction
+================  ===============  ==========================================
+
+Overflow modes: ``wrap`` = ``AP_WRAP``, ``clip`` = ``AP_SAT``; ``ideal`` (an
+unbounded accumulator) has no ap_fixed counterpart.
 """
 
 from __future__ import annotations
@@ -387,7 +406,7 @@ def shift_round(raw, shift: int, rounding: str | Rounding = Rounding.NEAREST_EVE
     return q + (stochastic_bits(seed, np.arange(v.size).reshape(v.shape), int(s)) < rem)
 
 
-def _shift_round_int(v: int, shift: int, rounding: Rounding, draw) -> int:
+def shift_round_int(v: int, shift: int, rounding: Rounding, draw) -> int:
     """Python-int ``v / 2**shift`` rounded, any ``shift > 0``; ``draw()`` gives the stochastic
     ``u`` in ``[0, 2**shift)`` (up iff ``u < rem``)."""
     q, rem = v >> shift, v & ((1 << shift) - 1)  # floor, 0 <= rem < 2**shift
@@ -433,7 +452,7 @@ def convert(raw, src: QFormat, dst: QFormat, rounding: str | Rounding = Rounding
     if rounding is Rounding.STOCHASTIC:
         check(seed is not None, "stochastic rounding needs a seed: pass seed=<int> so results repeat")
     rng = random.Random(seed)
-    out = [_shift_round_int(int(a), s, rounding, lambda: rng.getrandbits(s)) for a in v.flat]
+    out = [shift_round_int(int(a), s, rounding, lambda: rng.getrandbits(s)) for a in v.flat]
     return saturate_raw(np.array(out, dtype=np.int64).reshape(v.shape), dst)
 
 

@@ -215,13 +215,17 @@ def run_limited(argvs: list[list[str]], limit: int = GiB, timeout: float = 60.0)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop(MAX_MODEL_BYTES_ENV, None)
     running = []
+    probe = Path(__file__).with_name("peak_rss.py")  # the child's own peak: ru_maxrss holds pytest's too
     for argv in argvs:
         err = tempfile.TemporaryFile()  # noqa: SIM115 (closed below, once read)
-        proc = subprocess.Popen([sys.executable, "-m", "fxpsim", *argv], stdout=subprocess.DEVNULL,
-                                stderr=err, preexec_fn=cap, cwd=REPO, env=env)  # noqa: PLW1509 (no threads)
-        running.append((proc, err, time.monotonic()))
+        rss = tempfile.NamedTemporaryFile(delete=False)  # noqa: SIM115 (removed below, once read)
+        rss.close()
+        proc = subprocess.Popen([sys.executable, str(probe), rss.name, "-m", "fxpsim", *argv],
+                                stdout=subprocess.DEVNULL, stderr=err, preexec_fn=cap,  # noqa: PLW1509 (no threads)
+                                cwd=REPO, env=env)
+        running.append((proc, err, time.monotonic(), Path(rss.name)))
     results = []
-    for proc, err, start in running:
+    for proc, err, start, rss in running:
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
@@ -234,8 +238,9 @@ def run_limited(argvs: list[list[str]], limit: int = GiB, timeout: float = 60.0)
         seconds = usage.ru_utime + usage.ru_stime
         proc.returncode = os.waitstatus_to_exitcode(status)
         err.seek(0)
-        results.append((proc.returncode, err.read().decode(), seconds, usage.ru_maxrss * 1024))
+        results.append((proc.returncode, err.read().decode(), seconds, int(rss.read_text() or 0)))
         err.close()
+        rss.unlink()
     return results
 
 

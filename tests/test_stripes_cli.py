@@ -275,7 +275,7 @@ def test_cli_bad_input_is_one_line(tiny, tmp_path, capsys):
     assert "bad precision profile" in _bad(capsys, path, "--profile", "3.5-3", *out)
     for flag, value in (("--tiles", 0), ("--filters", -2), ("--lanes", 0)):
         assert "positive integer" in _bad(capsys, path, "--profile", "3-3", flag, value, *out)
-    assert "invalid int" in _bad(capsys, path, "--profile", "3-3", "--lanes", "x", *out)
+    assert "is not a whole number" in _bad(capsys, path, "--profile", "3-3", "--lanes", "x", *out)
     assert "in [0, 1)" in _bad(capsys, path, "--tolerance", "1.5", *out)
     assert "not both" in _bad(capsys, path, "--shapes", "lenet-caffe", "--profile", "3-3", *out)
     assert "no weights to search" in _bad(capsys, "--shapes", "lenet-caffe", *out)

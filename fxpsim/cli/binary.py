@@ -21,6 +21,9 @@ import shlex
 import time
 from pathlib import Path
 
+from .common import (BATCH_TYPE, DECAY_TYPE, LR_TYPE, SHIFT_TYPE, VAL_FRACTION_TYPE, check_out_dir, check_shift,
+                     checked_network, epochs_type, seed_type, stem_type, threads_type)
+
 DEFAULT_ARCH = "fc256-bn-relu-fc256-bn-relu-fc10"
 ALL_METHODS = ("float", "bc", "bcs", "bnn", "bwn", "xnor", "twn", "ttq")
 PAPER_ERROR = {  # MNIST test error in % (the targets; shown for --dataset mnist only)
@@ -38,24 +41,25 @@ def add_parser(sub) -> None:
                    help=f"comma-separated subset of {','.join(ALL_METHODS)} (bcs: stochastic BinaryConnect)")
     p.add_argument("--dataset", default="digits", help="digits (embedded) or mnist")
     p.add_argument("--data-dir", default=None, help="directory with the four MNIST IDX files (or $FXPSIM_DATA)")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--lr", type=float, default=3e-3, help="initial learning rate (Adam)")
+    p.add_argument("--epochs", type=epochs_type(), default=20)
+    p.add_argument("--lr", type=LR_TYPE, default=3e-3, help="initial learning rate (Adam)")
     p.add_argument("--optimizer", default="adam")
     p.add_argument("--schedule", default="exponential", help="constant, step, exponential, inverse")
-    p.add_argument("--decay", type=float, default=None,
+    p.add_argument("--decay", type=DECAY_TYPE, default=None,
                    help="k of the exponential decay per epoch (default: lr falls 100x over the run)")
     p.add_argument("--loss", default="cross-entropy",
                    help="training loss: cross-entropy (softmax) or square-hinge (the L2-SVM output of "
                         "BinaryConnect and BNN: mean of max(0, 1 - t z)^2, t = +-1 one-hot)")
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--val-fraction", type=float, default=0.1)
-    p.add_argument("--shift", type=int, default=0, help="random translation augmentation (pixels)")
-    p.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1)")
+    p.add_argument("--batch-size", type=BATCH_TYPE, default=100)
+    p.add_argument("--seed", type=seed_type(), default=0)
+    p.add_argument("--val-fraction", type=VAL_FRACTION_TYPE, default=0.1)
+    p.add_argument("--shift", type=SHIFT_TYPE, default=0, help="random translation augmentation (pixels)")
+    p.add_argument("--threads", type=threads_type(), default=1, help="BLAS threads (default 1)")
     p.add_argument("--model-dir", default="models/binary", help="where the trained models are written/read")
     p.add_argument("--reuse", action="store_true",
                    help="load a method's model from --model-dir if it exists instead of training it")
-    p.add_argument("--report", default=None, help="report name stem (default binary-<dataset>)")
+    p.add_argument("--report", type=stem_type("--report"), default=None,
+                   help="report name stem (default binary-<dataset>)")
     p.add_argument("--append", action="store_true",
                    help="merge the rows into an existing report of the same name (per arch and method)")
     p.add_argument("--out", default="reports", help="folder for the CSV/Markdown report (default reports/)")
@@ -195,8 +199,7 @@ def run(args) -> int:
     from threadpoolctl import threadpool_limits
 
     from ..binary.train_layers import METHOD_NAMES
-    from ..errors import check
-    from ..network import build_network, resolve_spec
+    from ..network import resolve_spec
     from ..reports import format_table, write_table
     from ..train.data import DATASET_SHAPES, load_dataset, parse_dataset
     from ..train.trainer import evaluate
@@ -206,17 +209,18 @@ def run(args) -> int:
     from ..train.losses import parse_loss
 
     args.loss = parse_loss(args.loss)  # a bad --loss fails before any work
-    check(args.epochs >= 1, f"--epochs {args.epochs} must be >= 1")
     shape, n_classes = DATASET_SHAPES[dataset]
     base_spec = resolve_spec(args.arch, shape, n_classes)
-    build_network(base_spec, shape, n_classes)  # a bad arch fails before any work
+    checked_network(base_spec, shape, n_classes)  # a bad or oversized arch fails before any work
+    check_shift(args.shift, shape, dataset)
     from ..binary.train_layers import binary_spec
 
     for m in methods:  # every variant must build before any training starts
         if m != "float":
-            build_network(binary_spec(base_spec, m), shape, n_classes)
+            checked_network(binary_spec(base_spec, m), shape, n_classes)
     stem = args.report or f"binary-{dataset}"
-    model_dir = Path(args.model_dir)
+    model_dir = check_out_dir(args.model_dir, "--model-dir")
+    check_out_dir(args.out)
     data = load_dataset(dataset, args.data_dir)
     log = print
     rows = []

@@ -18,12 +18,14 @@ import time
 from pathlib import Path
 
 from . import arg_type
-from .common import int_in
+from .common import check_out_dir, check_out_file, check_pes, epochs_type, int_in, samples_type, whole
 from .retraining import add_retrain_args, retraining_from, sparsity_arg
+from ..compress.retrain import select_layers
 from ..errors import check
 from ..experiments.compress import CompressStudy, run_compress
-from ..modelfile import check_writable, save_model
+from ..modelfile import load_model, save_model
 from ..reports import REPORTS_DIR, format_table, write_table
+from ..sparse.pe import eie_matrix
 
 
 def add_parser(sub) -> None:
@@ -33,7 +35,7 @@ def add_parser(sub) -> None:
                    help="target sparsity to prune to first (e.g. 0.92 or fc1=0.92,...); default: the "
                         "model's zeros are the pruning")
     p.add_argument("--pes", type=arg_type(int_in(1, None, "--pes", "give the number of PEs, e.g. 64")),
-                   default=64, help="processing elements; rows interleaved (default 64)")
+                   default=None, help="processing elements; rows interleaved (default 64)")
     p.add_argument("--index-bits", type=arg_type(int_in(1, 16, "--index-bits", "EIE uses 4 or 5 for FC")),
                    default=4, help="relative index width for FC layers (default 4)")
     p.add_argument("--conv-index-bits",
@@ -46,29 +48,43 @@ def add_parser(sub) -> None:
                    default=None, help="shared weights per conv layer (default: --clusters)")
     p.add_argument("--init", default="linear", choices=("linear", "density", "forgy"),
                    help="k-means centroid initialisation (default linear, Han's recommendation)")
-    p.add_argument("--fine-tune-epochs", type=int, default=0,
+    p.add_argument("--fine-tune-epochs", type=epochs_type("--fine-tune-epochs", lo=0), default=0,
                    help="retrain the shared centroids (summed gradients) for E epochs (default 0)")
     p.add_argument("--huffman", action="store_true", help="Huffman code cluster and relative indices")
-    p.add_argument("--value-bits", type=int, default=32,
+    p.add_argument("--value-bits", type=whole(1, 64, "--value-bits", "bits of a stored value, 1 to 64 (float32: 32)"),
+                   default=32,
                    help="bits per stored value before weight sharing, and of the dense baseline (default 32)")
-    p.add_argument("--rank", type=int, default=None, help="also report rank-K truncated SVD of the FC layers")
-    p.add_argument("--samples", type=int, default=500, help="test images for the PE cycle counts (default 500)")
+    p.add_argument("--rank", type=whole(1, 1 << 16, "--rank", "the rank K of the truncated SVD, below the smaller "
+                                                            "side of an FC layer, e.g. 20"),
+                   default=None, help="also report rank-K truncated SVD of the FC layers")
+    p.add_argument("--samples", type=samples_type("--samples"), default=500,
+                   help="test images for the PE cycle counts (default 500)")
     p.add_argument("--save", default=None, help="write the compressed (pruned + shared) model to this .npz")
     p.add_argument("--reports", default=str(REPORTS_DIR), help="folder for reports (default reports/)")
     add_retrain_args(p)
     p.set_defaults(func=run)
 
 
+def _rows(study: CompressStudy) -> dict[str, int]:
+    """Rows (outputs) of each layer the study compresses: what EIE interleaves over its PEs."""
+    net = load_model(study.model).network
+    return {n: eie_matrix(net.layers[i].params["W"]).shape[0]
+            for n, i in select_layers(net, study.retraining.layers).items()}
+
+
 def run(args) -> int:
     """Build the study from the arguments, run it, write and print its tables (and the model with --save)."""
-    study = CompressStudy(args.model, retraining_from(args), prune=args.prune, pes=args.pes,
+    study = CompressStudy(args.model, retraining_from(args), prune=args.prune, pes=args.pes or 64,
                           index_bits=args.index_bits, conv_index_bits=args.conv_index_bits,
                           clusters=args.clusters, conv_clusters=args.conv_clusters, init=args.init,
                           fine_tune_epochs=args.fine_tune_epochs, huffman=args.huffman,
                           value_bits=args.value_bits, rank=args.rank, samples=args.samples)
     if args.save:
         check(Path(args.save).suffix == ".npz", f"--save {args.save} must end in .npz")
-        check_writable(Path(args.save))
+        check_out_file(Path(args.save), "--save")
+    check_out_dir(args.reports, "--reports")
+    if args.pes is not None:  # more PEs asked than rows fails before the pruning, not after
+        check_pes(args.pes, _rows(study))
     t0 = time.perf_counter()
     report = run_compress(study, log=print if args.quiet else None)
     name, source = report.name, report.source

@@ -13,7 +13,8 @@ from pathlib import Path
 import pandas as pd
 
 from . import arg_type
-from .common import add_model_args, calibration_set, int_in, load_model_and_data, stem_for
+from .common import (add_model_args, calibration_set, check_out_dir, check_pes, int_in, load_model_and_data,
+                     samples_type, stem_for)
 from ..config import NetworkConfig
 from ..datapath.engines import BitSerialCycles
 from ..errors import check
@@ -32,7 +33,9 @@ def add_parser(sub) -> None:
                    help="per-layer datapath config (JSON written by `fxpsim search`; a layer may name its "
                         "engine: dense, sparse or bitserial): also run the integer simulation and print its "
                         "accuracy and per-layer overflow statistics")
-    p.add_argument("--images", type=arg_type(int_in(1, None, "--images", "e.g. --images 1000")), default=None,
+    p.add_argument("--force", action="store_true",
+                   help="run a --config made for another model (its recorded weights digest or layers differ)")
+    p.add_argument("--images", type=samples_type("--images"), default=None,
                    help="evaluate the first N test images only (default: all)")
     p.add_argument("--prefix-stats", action="store_true",
                    help="also print per layer max_abs_prefix: the largest |running sum| over outputs and every "
@@ -61,17 +64,22 @@ def run(args) -> int:
     check(args.sparse or not extra, f"{', '.join(extra)} configure the sparse datapath: add --sparse")
     check(not args.prefix_stats or args.config or args.sparse,
           "--prefix-stats reports the integer simulation: add --config CFG (or --sparse)")
+    check(not args.force or args.config, "--force runs a --config made for another model: add --config CFG")
     config = NetworkConfig.load(args.config) if args.config else None  # bad file: fail before work
     check(not args.report or args.sparse or (config is not None and any(c.engine == "sparse" for c in config)),
           "--report writes the cycle table of the sparse layers: add --sparse, or give a --config whose "
           "layers name engine sparse")
-    path, model, data = load_model_and_data(args)
+    if args.report:
+        check_out_dir(args.out)
+    path, model, data = load_model_and_data(args, config)  # a config for another model fails before the data
     sim = Simulator(model, seed=args.seed)
     if config is not None:
         sim.check_config(config, prefix_stats=args.prefix_stats)
     pes, index_bits = args.pes or 64, args.index_bits or 4
-    if args.sparse:  # a model without FC layers fails here, before any work
-        sparse_stages(sim.stages, args.sparse_conv)
+    if args.sparse:  # a model without FC layers, or more PEs asked than rows, fails here, before any work
+        found = sparse_stages(sim.stages, args.sparse_conv)
+        if args.pes is not None:
+            check_pes(pes, {sim.stages[i].name: sim.stages[i].out_channels for i in found})
     x, y = data.x_test[:args.images], data.y_test[:args.images]
     loss, acc = evaluate(model.network, model.preprocess.apply(x), y)
     print(f"{path}: {model.network.spec()} on {data.name} test split ({len(x)} images)")

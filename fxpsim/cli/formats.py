@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import sys
+
 from . import arg_type
-from ..qformat import QFormat, dequantize, quantize, to_bits
+from .common import real
+from ..qformat import QFormat, dequantize, parse_rounding, quantize, to_bits
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("format", help="show a Q-format's range and the bits of values in it")
     p.add_argument("fmt", type=arg_type(QFormat.parse), help="format I.F with the sign in I, e.g. Q4.12")
-    p.add_argument("values", nargs="*", type=float, help="values to quantize and show")
-    p.add_argument("--rounding", default="nearest-even")
+    p.add_argument("values", nargs="*", type=real(-sys.float_info.max, sys.float_info.max, "VALUE",
+                                                  "a value to quantize is a finite number (NaN and inf are "
+                                                  "not values: DESIGN.md)"),
+                   help="values to quantize and show")
+    p.add_argument("--rounding", type=arg_type(parse_rounding), default="nearest-even")
     p.add_argument("--overflow", default="clip", choices=["wrap", "clip"])
     p.set_defaults(func=run)
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .common import real
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("import", help="read an ONNX or QONNX model into an fxpsim model file (and its config)")
@@ -17,7 +19,9 @@ def add_parser(sub) -> None:
     p.add_argument("--dataset", default=None,
                    help="digits or mnist: the data the model runs on (default: the one whose image size the "
                         "ONNX input has)")
-    p.add_argument("--input-scale", type=float, default=None,
+    p.add_argument("--input-scale", type=real(0, 1e6, "--input-scale", "the raw image is multiplied by it: above 0 "
+                                                                   "and at most 1e6, e.g. 0.0625", lo_open=True),
+                   default=None,
                    help="the model's preprocessing: its input is the raw image times S (e.g. 0.0625 for "
                         "digits pixels / 16; default: the raw image)")
     p.set_defaults(func=run)

@@ -13,19 +13,16 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from . import arg_type
+from .common import check_out_dir, check_out_file, real
 from .retraining import add_retrain_args, retraining_from, sparsity_arg
-from ..errors import FxpsimError
 from ..experiments.prune import SENSITIVITY_TEXT, PruneStudy, plot_sensitivity, run_prune
-from ..modelfile import check_writable, save_model
+from ..modelfile import save_model
 from ..reports import REPORTS_DIR, format_table, save_figure, write_table
 
 
-def _quality(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise FxpsimError(f"--quality {text!r} is not a number: e.g. 1.5 (threshold = quality x std)") from None
+MAX_QUALITY = 100.0
+"""Largest quality: the threshold is quality x std of a layer's kept weights, and beyond ~10 standard
+deviations no weight of a trained layer is left (Han et al. use 0.5 to 3)."""
 
 
 def add_parser(sub) -> None:
@@ -34,7 +31,9 @@ def add_parser(sub) -> None:
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--target-sparsity", type=sparsity_arg,
                       help="fraction of weights to remove, e.g. 0.92, or per layer fc1=0.92,fc2=0.91")
-    mode.add_argument("--quality", type=arg_type(_quality),
+    mode.add_argument("--quality", type=real(0, MAX_QUALITY, "--quality", "threshold = quality x std of each "
+                                              "layer's kept weights: above 0, and beyond ~10 every weight goes "
+                                              "(Han et al. use 0.5 to 3), e.g. 1.5", lo_open=True),
                       help="final quality q: threshold = q x std of each layer's kept weights")
     add_retrain_args(p)
     p.add_argument("--out", required=True, help="pruned model file to write (.npz)")
@@ -48,7 +47,8 @@ def run(args) -> int:
     """Build the study from the arguments, run it, write the pruned model and the reports."""
     study = PruneStudy(args.model, args.out, target_sparsity=args.target_sparsity, quality=args.quality,
                        retraining=retraining_from(args), sensitivity=args.sensitivity)
-    check_writable(study.out)
+    check_out_file(study.out)
+    check_out_dir(args.reports, "--reports")
     t0 = time.perf_counter()
     report = run_prune(study, log=print if args.quiet else None)
     stem, source = study.out.stem, report.source.stem

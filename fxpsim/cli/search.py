@@ -15,7 +15,8 @@ from pathlib import Path
 import pandas as pd
 
 from . import arg_type
-from .common import add_model_args, calibration_set, load_model_and_data, stem_for
+from .common import (add_model_args, calibration_set, check_out_dir, load_model_and_data, model_record,
+                     samples_type, stem_for)
 from ..constraints import CONSTRAINTS, plot_solution_space
 from ..errors import FxpsimError, check
 from ..experiments.acc_table import AccTableStudy, run_acc_table
@@ -63,7 +64,7 @@ def add_parser(sub) -> None:
                         "(profiled outputs), a2q (L1-bounded channels)")
     p.add_argument("--overflow", default="wrap", choices=("wrap", "clip"))
     p.add_argument("--all", action="store_true", help="with --acc-bits: every constraint x overflow mode")
-    p.add_argument("--samples", type=int, default=500,
+    p.add_argument("--samples", type=samples_type("--samples"), default=500,
                    help="calibration samples from the validation split (default 500)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -78,6 +79,7 @@ def _setup(args):
 
 
 def run(args) -> int:
+    check_out_dir(args.out)  # a read-only reports/ is found out before the search, not after
     if args.acc_bits is not None:
         return _run_acc(args)
     if args.tolerance is not None:
@@ -89,7 +91,7 @@ def _run_acc(args) -> int:
     t0 = time.perf_counter()
     path, model, data, sim, ev, prof = _setup(args)
     stem, source = stem_for(path), model_provenance(path)
-    out = Path(args.out)
+    out, record = Path(args.out), model_record(path, model)
     combos = ([(c, o) for c in CONSTRAINTS for o in ("wrap", "clip")] if args.all
               else [(args.constraint, args.overflow)])
     summary = []
@@ -106,7 +108,7 @@ def _run_acc(args) -> int:
                 f"is I - 1). Test accuracy: float {result.float_accuracy:.4f}, quantized "
                 f"{result.accuracy:.4f}, normalized {norm:.4f}.")
         write_table(table, name, out, title=f"Accumulator-constrained search: {name}", text=text)
-        config.save(out / f"{name}_config.json")
+        config.for_model(record).save(out / f"{name}_config.json")
         print(f"\n{constraint} / {overflow}, BW_acc = {args.acc_bits} ({len(ev.y)} calibration samples)")
         print(format_table(table))
         print(f"test accuracy: float {result.float_accuracy:.4f}  quantized {result.accuracy:.4f}  "
@@ -128,7 +130,7 @@ def _run_acc(args) -> int:
 def _run_tolerance(args) -> int:
     path, model, data, sim, ev, prof = _setup(args)
     stem = stem_for(path)
-    out = Path(args.out)
+    out, record = Path(args.out), model_record(path, model)
     tols = sorted(set(TOLERANCES) | {args.tolerance})
     results, test_accs, float_test = [], [], None
     start = None
@@ -139,7 +141,7 @@ def _run_tolerance(args) -> int:
         float_test = res.float_accuracy
         results.append(r)
         test_accs.append(res.accuracy)
-        r.config.save(out / f"{stem}_tolerance{round(100 * t, 3):g}_config.json")
+        r.config.for_model(record).save(out / f"{stem}_tolerance{round(100 * t, 3):g}_config.json")
     df = tolerance_table(results, test_accs, float_test)
     text = (f"Model {model_provenance(path)}; search on {len(ev.y)} validation samples, accuracy on the test split "
             "(a small validation split makes the test loss exceed the tolerance: the search fits "

@@ -23,14 +23,19 @@ import time
 from pathlib import Path
 
 from . import arg_type
-from .common import calibration_set, load_model_and_data, model_path, stem_for
-from ..config import NetworkConfig
+from .common import (built, calibration_set, check_made_for, check_out_dir, load_model_and_data, model_path,
+                     model_record, samples_type, seed_type, stem_for, stem_type, whole)
+from ..config import NetworkConfig, _short
 from ..errors import FxpsimError, check
 from ..experiments.stripes import TOLERANCES, StripesStudy, plot_speedups, run_study
 from ..modelfile import load_model
 from ..qformat import MAX_WIDTH
 from ..reports import REPORTS_DIR, format_table, model_provenance, save_figure, write_table
 from ..timing.stripes import AcceleratorConfig, parse_profile, parse_shapes, shapes_from_network
+
+
+MAX_TOLERANCES = 8
+"""Most accuracy losses one run searches (each is a whole search: 0 and 1 % take most of a run)."""
 
 
 def _tolerances(text: str) -> tuple[float, ...]:
@@ -43,6 +48,8 @@ def _tolerances(text: str) -> tuple[float, ...]:
                               "',', e.g. 0,0.01 (0 = no loss)") from None
         check(0 <= t < 1, f"--tolerance {t:g} must be in [0, 1): 0 means no accuracy loss, 0.01 means 1 %")
         values.append(t)
+    check(len(set(values)) <= MAX_TOLERANCES, f"--tolerance {_short(text)} gives {len(set(values))} accuracy losses: "
+                                              f"each is a search, give at most {MAX_TOLERANCES}, e.g. 0,0.01")
     return tuple(sorted(set(values)))
 
 
@@ -53,6 +60,12 @@ def _weight_bits(text: str) -> int:
         raise FxpsimError(f"--weight-bits {text!r} is not a whole number of bits, e.g. 16") from None
     check(1 <= b <= MAX_WIDTH, f"--weight-bits {b} must be in 1..{MAX_WIDTH}")
     return b
+
+
+def _units(what: str):
+    """Tiles, filters per tile or lanes per filter: 1 to 4096 (DaDianNao and Stripes have 16 of each)."""
+    return whole(1, 4096, what, "tiles, filters and lanes are positive integers up to 4096 (DaDianNao and "
+                                "Stripes have 16 x 16 x 16)")
 
 
 def add_parser(sub) -> None:
@@ -78,19 +91,22 @@ def add_parser(sub) -> None:
     p.add_argument("--raw-input", action="store_true",
                    help="search: fold the model's input standardization into its first layer and feed "
                         "pixels / 256 in [0, 1), as Caffe's LeNet (the same float network)")
-    p.add_argument("--tiles", type=int, default=16, help="tiles (default 16, as DaDianNao)")
-    p.add_argument("--filters", type=int, default=16, help="filters per tile (default 16)")
-    p.add_argument("--lanes", type=int, default=16, help="synapse lanes per filter (default 16)")
+    p.add_argument("--tiles", type=_units("--tiles"), default=16, help="tiles (default 16, as DaDianNao)")
+    p.add_argument("--filters", type=_units("--filters"), default=16, help="filters per tile (default 16)")
+    p.add_argument("--lanes", type=_units("--lanes"), default=16, help="synapse lanes per filter (default 16)")
     p.add_argument("--simulate", action="store_true",
                    help="also run each config (searched or --config) bit-serially on the test split, every "
                         "layer on the bit-serial engine (--lanes per brick), and report its accuracy and "
                         "equality with the bit-parallel run next to the timing")
-    p.add_argument("--samples", type=int, default=1000,
+    p.add_argument("--samples", type=samples_type("--samples"), default=1000,
                    help="search: calibration samples from the validation split (default 1000)")
     p.add_argument("--data-dir", default=None, help="folder with the MNIST IDX files (or $FXPSIM_DATA)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the calibration sample")
+    p.add_argument("--seed", type=seed_type(), default=0, help="seed of the calibration sample")
     p.add_argument("--out", default=str(REPORTS_DIR), help="folder for reports (default: reports/)")
-    p.add_argument("--name", default=None, help="report file stem (default from the model/shapes)")
+    p.add_argument("--name", type=stem_type("--name"), default=None,
+                   help="report file stem (default from the model/shapes)")
+    p.add_argument("--force", action="store_true",
+                   help="time a --config made for another model (its recorded weights digest or layers differ)")
     p.set_defaults(func=run)
 
 
@@ -98,30 +114,32 @@ def run(args) -> int:
     """Build the study from the arguments, run it, write and print its report."""
     t0 = time.perf_counter()
     accel = AcceleratorConfig(tiles=args.tiles, filters=args.filters, lanes=args.lanes)
-    out = Path(args.out)
-    model = data = calibration = config = None
+    out = check_out_dir(args.out)  # a read-only reports/ is found out before the search, not after
+    check(not args.force or args.config, "--force times a --config made for another model: add --config CFG")
+    config = NetworkConfig.load(args.config) if args.config is not None else None  # a bad file fails first
+    model = data = calibration = record = None
     if args.shapes is not None:
         check(args.model is None, "give either a MODEL or --shapes, not both")
         check(args.profile is not None or args.config is not None,
               f"--shapes {args.shapes} gives no weights to search precisions on: give --profile "
               "(e.g. --profile 3-3) or --config")
         check(not args.simulate, f"--simulate runs a trained network: give a MODEL, not --shapes {args.shapes}")
-        shapes, source = parse_shapes(args.shapes, args.input_shape)
+        shapes, source = built("--shapes", args.shapes, lambda: parse_shapes(args.shapes, args.input_shape))
         stem = re.sub(r"[^a-z0-9.-]+", "_", args.shapes.lower())[:40]
     else:
         check(args.input_shape is None, "--input-shape goes with --shapes (a model knows its input)")
         search = args.profile is None and args.config is None
         if search or (args.simulate and args.profile is None):  # the model's data too
-            path, model, data = load_model_and_data(args)
+            path, model, data = load_model_and_data(args, config)
             if search:
                 calibration = calibration_set(model, data, args.samples, args.seed)
         else:
             path = model_path(args.model)
             model = load_model(path)
+            check_made_for(config, path, model, args)
+        record = model_record(path, model)
         shapes = shapes_from_network(model)
         stem, source = stem_for(path), f"model {model_provenance(path)}"
-    if args.config is not None:
-        config = NetworkConfig.load(args.config)
     study = StripesStudy(shapes, source, stem, accel, profile=args.profile, config=config,
                          config_label=Path(args.config).stem if args.config is not None else "config",
                          tolerances=args.tolerance if args.tolerance is not None else TOLERANCES,
@@ -131,7 +149,7 @@ def run(args) -> int:
 
     name = report.name
     for cfg_stem, cfg in report.configs:
-        print(f"config {cfg.save(out / f'{cfg_stem}.json')}")
+        print(f"config {cfg.for_model(record).save(out / f'{cfg_stem}.json')}")
     write_table(report.table, name, out, title=f"Stripes timing: {name}", text=report.text)
     write_table(report.summary, f"{name}_summary", out, title=f"Stripes profiles: {name}")
     save_figure(plot_speedups(report.table, report.figure_title), out / f"{name}.png")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import arg_type
-from .common import add_model_args, calibration_set, load_model_and_data, stem_for
+from .common import add_model_args, calibration_set, check_out_dir, load_model_and_data, samples_type, stem_for
 from ..errors import FxpsimError, check
 from ..reports import format_table, model_provenance, save_figure, write_table
 from ..search.sweeps import WHAT
@@ -29,7 +29,7 @@ def add_parser(sub) -> None:
     p.add_argument("--what", action="append", choices=WHAT,
                    help="field to sweep (repeatable; default: all three)")
     p.add_argument("--bits", type=arg_type(_bits), default=range(0, 17), help="LO:HI (default 0:16)")
-    p.add_argument("--samples", type=int, default=None,
+    p.add_argument("--samples", type=samples_type("--samples"), default=None,
                    help="evaluate on this many test samples (default: the whole test split)")
     p.set_defaults(func=run)
 
@@ -38,13 +38,13 @@ def run(args) -> int:
     from ..simulate import Evaluator, Simulator, profile
     from ..search.sweeps import plot_sweeps, sweep
 
+    check_out_dir(args.out)  # a read-only reports/ is found out before the sweep, not after
     path, model, data = load_model_and_data(args)
     x_cal, y_cal = calibration_set(model, data, 500, args.seed)
     sim = Simulator(model, seed=args.seed)
     prof = profile(sim, x_cal)
     x, y = data.x_test, data.y_test
     if args.samples is not None:
-        check(args.samples >= 1, f"--samples {args.samples} must be at least 1")
         x, y = x[: args.samples], y[: args.samples]
     ev = Evaluator(sim, x, y)
     df = pd.concat([sweep(ev, prof, what, args.bits) for what in (args.what or WHAT)], ignore_index=True)

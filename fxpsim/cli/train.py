@@ -5,6 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from .common import (BATCH_TYPE, DECAY_TYPE, LR_TYPE, SHIFT_TYPE, VAL_FRACTION_TYPE, check_out_file, check_shift,
+                     checked_network, epochs_type, penalty_type, real, seed_type, threads_type)
+
 DEFAULT_OUT = "models/{arch}-{dataset}.npz"
 
 
@@ -17,26 +20,33 @@ def add_parser(sub) -> None:
     p.add_argument("--data-dir", default=None, help="directory with the four MNIST IDX files (or $FXPSIM_DATA)")
     p.add_argument("--optimizer", default="adam",
                    help="sgd, momentum, nesterov, adagrad, rmsprop, rmsprop-nesterov, adam")
-    p.add_argument("--lr", type=float, default=1e-3, help="initial learning rate epsilon_0")
-    p.add_argument("--momentum", type=float, default=0.9, help="alpha of momentum/nesterov/rmsprop-nesterov")
+    p.add_argument("--lr", type=LR_TYPE, default=1e-3, help="initial learning rate epsilon_0")
+    p.add_argument("--momentum", type=real(0, 1, "--momentum", "alpha weighs the past gradients: a fraction "
+                                           "from 0 (none) to below 1, e.g. 0.9", hi_open=True),
+                   default=0.9, help="alpha of momentum/nesterov/rmsprop-nesterov")
     p.add_argument("--schedule", default="constant", help="constant, step, exponential, inverse (1/t)")
-    p.add_argument("--decay", type=float, default=0.1, help="k of exponential and 1/t decay (per epoch)")
-    p.add_argument("--step-every", type=int, default=10, help="step decay: epochs between steps (T)")
-    p.add_argument("--step-factor", type=float, default=0.5, help="step decay: factor per step")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0, help="seed of initialisation, splits, batches, dropout")
-    p.add_argument("--weight-decay", type=float, default=0.0, help="L2 coefficient lambda (weights only)")
-    p.add_argument("--l1", type=float, default=0.0, help="L1 coefficient (weights only)")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="validation split of the training data")
-    p.add_argument("--patience", type=int, default=None,
+    p.add_argument("--decay", type=DECAY_TYPE, default=0.1, help="k of exponential and 1/t decay (per epoch)")
+    p.add_argument("--step-every", type=epochs_type("--step-every"), default=10,
+                   help="step decay: epochs between steps (T)")
+    p.add_argument("--step-factor", type=real(0, 1, "--step-factor", "the rate is multiplied by it at each "
+                                              "step: in (0, 1], e.g. 0.5", lo_open=True),
+                   default=0.5, help="step decay: factor per step")
+    p.add_argument("--epochs", type=epochs_type(), default=10)
+    p.add_argument("--batch-size", type=BATCH_TYPE, default=64)
+    p.add_argument("--seed", type=seed_type(), default=0, help="seed of initialisation, splits, batches, dropout")
+    p.add_argument("--weight-decay", type=penalty_type("--weight-decay"), default=0.0,
+                   help="L2 coefficient lambda (weights only)")
+    p.add_argument("--l1", type=penalty_type("--l1"), default=0.0, help="L1 coefficient (weights only)")
+    p.add_argument("--val-fraction", type=VAL_FRACTION_TYPE, default=0.1,
+                   help="validation split of the training data")
+    p.add_argument("--patience", type=epochs_type("--patience"), default=None,
                    help="early stopping: epochs without a better validation accuracy (default: run all epochs; "
                         "the best epoch's weights are kept either way)")
-    p.add_argument("--shift", type=int, default=0,
+    p.add_argument("--shift", type=SHIFT_TYPE, default=0,
                    help="data augmentation: random translation of training images by up to N pixels (0: off)")
     p.add_argument("--init", default="he", help="small, xavier-uniform, xavier-normal, he")
     p.add_argument("--preprocess", default="standardize", help="none, mean-image, per-channel, standardize")
-    p.add_argument("--threads", type=int, default=1,
+    p.add_argument("--threads", type=threads_type(), default=1,
                    help="BLAS threads (default 1: deterministic, and fastest on a shared machine)")
     p.add_argument("--method", default=None,
                    help="binary/ternary variant of --arch: bc, bcs, bnn, bwn, xnor, twn, ttq (see `fxpsim binary`)")
@@ -52,14 +62,15 @@ def default_out(arch: str, dataset: str) -> Path:
 
 
 def run(args) -> int:
-    from ..modelfile import check_writable, save_model
-    from ..network import build_network
+    from ..modelfile import save_model
     from ..train.data import DATASET_SHAPES, load_dataset, parse_dataset
     from ..train.trainer import TrainConfig, train
 
     dataset = parse_dataset(args.dataset)
     arch = args.arch.strip().lower()
-    spec = build_network(arch, *DATASET_SHAPES[dataset]).spec()  # a bad arch fails before any work
+    shape, n_classes = DATASET_SHAPES[dataset]
+    spec = checked_network(arch, shape, n_classes).spec()  # a bad or oversized arch fails before any work
+    check_shift(args.shift, shape, dataset)
     config = TrainConfig(optimizer=args.optimizer, lr=args.lr, epochs=args.epochs, batch_size=args.batch_size,
                          seed=args.seed, momentum=args.momentum, schedule=args.schedule, decay=args.decay,
                          step_every=args.step_every, step_factor=args.step_factor,
@@ -69,7 +80,7 @@ def run(args) -> int:
     out = Path(args.out) if args.out else default_out(arch, dataset)
     if args.out is None:
         out.parent.mkdir(parents=True, exist_ok=True)
-    check_writable(out)  # before training, not after
+    check_out_file(out)  # before training, not after
     data = load_dataset(dataset, args.data_dir)
     print(f"training {arch} ({spec}) on {dataset}: "
           f"{len(data.x_train)} train / {len(data.x_test)} test images, {config.optimizer} lr {config.lr:g}, "

@@ -64,9 +64,14 @@ import numpy as np
 from ..config import LayerConfig
 from ..errors import FxpsimError, check
 from ..qformat import MAX_WIDTH, Overflow, QFormat
-from .core import call_config, check_operands, conv_geometry, im2col, layer_config, requantize
+from .core import call_config, check_knobs, check_operands, conv_geometry, im2col, layer_config, requantize
 
-__all__ = ["BitSerialResult", "BitSerialStats", "bit_serial_conv2d", "bit_serial_dense", "clip_safe"]
+__all__ = ["BitSerialResult", "BitSerialStats", "KNOBS_RUN", "bit_serial_conv2d", "bit_serial_dense",
+           "clip_safe"]
+
+KNOBS_RUN = ("fmt_bias", "output_overflow")
+"""The knobs (:data:`fxpsim.config.KNOBS`) this engine runs off their defaults (the bias arrives in the
+accumulator format; the output is requantized by the core); the others are refused with one line."""
 
 _WRAP, _IDEAL = Overflow.WRAP.code, Overflow.IDEAL.code
 
@@ -226,6 +231,7 @@ def bit_serial_dense(x, w, b=None, cfg: LayerConfig | None = None, *, fmt_x=None
     """
     cfg, seed = call_config(cfg, activation, seed, fmt_x=fmt_x, fmt_w=fmt_w, fmt_y=fmt_y, acc_bits=acc_bits,
                             overflow=overflow, rounding=rounding)
+    check_knobs(cfg, "bitserial", KNOBS_RUN)
     x, w, bias = check_operands(x, w, b, cfg, conv=False)
     acc, stats, cycles = _run(x, w, bias, cfg, lanes=lanes, digit_bits=1, msb_first=msb_first)
     return BitSerialResult(requantize(acc, cfg, activation, seed), acc, stats, cycles)
@@ -253,6 +259,7 @@ def bit_serial_conv2d(x, w, b=None, cfg: LayerConfig | None = None, *, stride=1,
     lanes = _check_int(lanes, "lanes")
     cfg, seed = call_config(cfg, activation, seed, fmt_x=fmt_x, fmt_w=fmt_w, fmt_y=fmt_y, acc_bits=acc_bits,
                             overflow=overflow, rounding=rounding)
+    check_knobs(cfg, "bitserial", KNOBS_RUN)
     x, w, bias = check_operands(x, w, b, cfg, conv=True)
     oh, ow = conv_geometry(x.shape, w.shape, stride, padding)
     f, c, kh, kw = w.shape

@@ -4,20 +4,23 @@ The engines (:mod:`.dense`, :mod:`.sparse`, :mod:`.bitserial`) take a
 :class:`~fxpsim.config.LayerConfig` that is validated once, in its
 ``__post_init__`` (formats, BW_acc, product width, requantization shift),
 and use its derived values as they are (``acc_min``, ``acc_max``,
-``shift``, ``fmt_bias``). This module checks only what depends on the call:
+``shift``, ``fmt_bias_acc``, ``product_shift``). This module checks only what
+depends on the call:
 
 - :func:`layer_config`: the cfg of a call, or one built from the keyword
   form ``fmt_x=, fmt_w=, fmt_y=, acc_bits=, overflow=, rounding=``.
 - :func:`check_requantize_args` (activation, stochastic seed),
   :func:`check_prefix_flag`, :func:`check_operands` (the arrays: ndim,
-  integer dtype, raw range, shapes, the bias in ``fmt_bias``, exact sums
-  inside int64 where the engine needs them) and :func:`conv_geometry`.
+  integer dtype, raw range, shapes, the bias in ``fmt_bias_acc``, exact sums
+  inside int64 where the engine needs them), :func:`conv_geometry`, and
+  :func:`check_knobs` (an engine refusing a knob it does not run).
 
 and holds the arithmetic every engine ends with: :func:`requantize`
 (``shift_round(acc, FL_acc - FL_y)`` with the layer's rounding, clip to
-``fmt_y``, activation) with its counter-based :func:`stochastic_bits`, and
-:func:`im2col` (conv patches in the accumulation order channel, kernel
-row, kernel column). :class:`OverflowStats` is every engine's statistics
+``fmt_y`` or wrap by ``output_overflow``, activation) with its counter-based
+:func:`stochastic_bits`, :func:`im2col` (conv patches in the sequential
+order channel, kernel row, kernel column) and :func:`order_permutation`
+(``strided:RF``'s order over them). :class:`OverflowStats` is every engine's statistics
 record (DESIGN.md defines its fields).
 """
 
@@ -32,7 +35,7 @@ import numpy as np
 from ..config import LayerConfig
 from ..errors import FxpsimError, check
 from ..graph.geometry import conv_out_size
-from ..qformat import Overflow, QFormat, Rounding, check_raw, stochastic_bits
+from ..qformat import Overflow, QFormat, Rounding, check_raw, shift_round, stochastic_bits, wrap_raw
 from . import jit
 
 ACTIVATIONS = ("none", "relu")
@@ -48,6 +51,13 @@ class OverflowStats:
     one; ``max_abs_acc``: max over outputs of ``|bias + full exact sum|``;
     ``max_abs_prefix`` (on request, else None): max over outputs and every
     prefix of the exact running sum in the layer's order, bias first.
+    The exact sum adds each product at FL_acc: rounded when FL_acc < FL_w +
+    FL_x, never range-limited. Order ``tree``: ``additions`` still K per
+    output (K - 1 adder nodes, then the bias), ``overflow_count`` counts
+    the nodes and the bias addition, ``max_abs_prefix`` is the largest
+    exact |node| (pair sums and the final bias addition). ``cast_overflows``
+    (``product="cast"``; 0 otherwise): products that left the BW_acc range
+    when cast into it, kept apart from ``overflow_count`` (no addition).
     """
 
     additions: int
@@ -55,6 +65,7 @@ class OverflowStats:
     outputs_affected: int
     max_abs_acc: int
     max_abs_prefix: int | None = None
+    cast_overflows: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,9 +86,9 @@ def layer_config(cfg=None, *, fmt_x=None, fmt_w=None, fmt_y=None, acc_bits=None,
     keywords = dict(fmt_x=fmt_x, fmt_w=fmt_w, fmt_y=fmt_y, acc_bits=acc_bits, overflow=overflow,
                     rounding=rounding)
     if cfg is not None:
-        check(isinstance(cfg, LayerConfig),
-              f"cfg={cfg!r} is not a LayerConfig: pass fxpsim.config.LayerConfig(...) or the keywords "
-              "fmt_x, fmt_w, fmt_y, acc_bits")
+        if not isinstance(cfg, LayerConfig):  # not check(): its message would repr every cfg
+            raise FxpsimError(f"cfg={cfg!r} is not a LayerConfig: pass fxpsim.config.LayerConfig(...) or "
+                              "the keywords fmt_x, fmt_w, fmt_y, acc_bits")
         given = [k for k, v in keywords.items() if v is not None]
         check(not given, f"both cfg and {', '.join(given)} were given: the LayerConfig already fixes "
                          "them; pass one or the other")
@@ -133,7 +144,8 @@ def check_array(arr, fmt: QFormat, name: str, ndim: int, layout: str, in_range: 
 
 
 def check_bias(b, n_out: int, cfg: LayerConfig) -> np.ndarray:
-    """The bias (None: zeros) as int64 raw values of ``cfg.fmt_bias``, one per output."""
+    """The bias (None: zeros) as int64 raw values of ``cfg.fmt_bias_acc`` (the accumulator
+    format: the Simulator converts a bias of another ``fmt_bias`` into it), one per output."""
     if b is None:
         return np.zeros(n_out, dtype=np.int64)
     bias = np.asarray(b)
@@ -141,8 +153,8 @@ def check_bias(b, n_out: int, cfg: LayerConfig) -> np.ndarray:
           f"bias has shape {bias.shape}, not ({n_out},): give one raw accumulator value per output")
     if bias.dtype.kind not in "iub":
         raise FxpsimError(f"bias has dtype {bias.dtype}, not integer: pass raw accumulator integers "
-                          "(quantize the bias with frac_bits = FL_w + FL_x)")
-    fmt = cfg.fmt_bias
+                          f"(quantize the bias with frac_bits = FL_acc = {cfg.frac_acc})")
+    fmt = cfg.fmt_bias_acc
     if bias.size:
         lo, hi = int(bias.min()), int(bias.max())
         check(fmt.raw_min <= lo and hi <= fmt.raw_max,
@@ -157,12 +169,42 @@ def max_abs_raw(fmt: QFormat) -> int:
     return max(abs(fmt.raw_min), abs(fmt.raw_max))
 
 
+def max_abs_term(max_p: int, d: int) -> int:
+    """Largest |product at FL_acc| for products of magnitude <= ``max_p`` and ``d =
+    cfg.product_shift``: shifted left exactly, or rounded right (a rounding never passes the
+    next integer: ceil(max_p / 2**-d))."""
+    return max_p << d if d >= 0 else -((-max_p) >> -d)
+
+
 def check_int64_sums(k: int, cfg: LayerConfig, bias: np.ndarray, what: str, fix: str) -> None:
-    """Every exact partial sum ``bias + sum of K products`` provably inside int64:
-    ``max|bias| + K max|x| max|w| < 2**63`` (operand maxima of the formats)."""
-    worst = (int(np.abs(bias).max(initial=0)) + k * max_abs_raw(cfg.fmt_x) * max_abs_raw(cfg.fmt_w))
+    """Every exact partial sum ``bias + sum of K products`` (at FL_acc) provably inside int64:
+    ``max|bias| + K max|term| < 2**63`` (operand maxima of the formats, :func:`max_abs_term`)."""
+    worst = (int(np.abs(bias).max(initial=0))
+             + k * max_abs_term(max_abs_raw(cfg.fmt_x) * max_abs_raw(cfg.fmt_w), cfg.product_shift))
     check(worst < I64_LIMIT,
           f"{what} of K={k} products of {cfg.fmt_x} x {cfg.fmt_w} could reach {worst} >= 2**63: {fix}")
+
+
+def check_knobs(cfg: LayerConfig, engine: str, honoured: tuple[str, ...]) -> None:
+    """A one-line error when ``cfg`` sets a knob (:data:`fxpsim.config.KNOBS`) off its default
+    that ``engine`` does not run (it runs the ``honoured`` ones; ``product_rounding`` acts only
+    when FL_acc < FL_w + FL_x, so every engine runs it otherwise)."""
+    other = [k for k in cfg.knobs if k not in honoured
+             and not (k == "product_rounding" and cfg.product_shift >= 0)]
+    check(not other, f"layer {cfg.name}: engine {engine} does not run {other[0] if other else ''}="
+                     f"{cfg.knobs.get(other[0]) if other else ''!r} (it runs "
+                     f"{', '.join(honoured) or 'no knob'} off its default): run the layer on engine dense, "
+                     "or leave that knob at its default")
+
+
+def order_permutation(cfg: LayerConfig, k: int) -> np.ndarray | None:
+    """The input indices in accumulation order for ``order="strided:RF"`` (k = r, r + RF, ...
+    for r = 0..RF-1, hls4ml's Resource strategy), or None when that is 0..K-1 (sequential,
+    RF = 1 or RF >= K) or the order is ``tree``."""
+    rf = cfg.reuse_factor
+    if rf is None or rf == 1 or rf >= k:
+        return None
+    return np.concatenate([np.arange(r, k, rf) for r in range(rf)])
 
 
 _INT_TYPES = (np.int8, np.int16, np.int32, np.int64)
@@ -260,28 +302,29 @@ def threads_for(work: int):
 
 def requantize(acc: np.ndarray, cfg: LayerConfig, activation: str = "none", seed: int | None = None
                ) -> np.ndarray:
-    """acc (FL_acc) -> y (fmt_y): round by ``cfg.shift`` with ``cfg.rounding``, clip to
-    fmt_y, activation; the arguments checked by :func:`check_requantize_args`."""
+    """acc (FL_acc) -> y (fmt_y): round by ``cfg.shift`` with ``cfg.rounding``, clip to fmt_y
+    (``output_overflow="wrap"``: keep its low bits, two's complement), activation; the
+    arguments checked by :func:`check_requantize_args`."""
     v = np.ascontiguousarray(acc, dtype=np.int64)
     s = cfg.shift
     y_min, y_max = cfg.fmt_y.raw_min, cfg.fmt_y.raw_max
+    wrap = cfg.output_overflow is Overflow.WRAP
     if cfg.rounding is not Rounding.STOCHASTIC:  # fused Numba pass (same semantics as below)
         out = np.empty(v.shape, dtype=np.int64)
         with threads_for(v.size * 64):
-            jit._requantize_kernel(v.reshape(-1), s, cfg.rounding.code, y_min, y_max,
+            jit._requantize_kernel(v.reshape(-1), s, cfg.rounding.code, y_min, y_max, wrap,
                                    activation == "relu", out.reshape(-1))
         return out
-    if s <= 0:
+    if wrap:  # the low bits of the rounded value: int64 arithmetic wraps modulo 2**64 > 2**width
+        y = v << np.int64(-s) if s <= 0 else shift_round(v, s, Rounding.STOCHASTIC, seed)
+        y = wrap_raw(y, cfg.fmt_y)
+    elif s <= 0:
         hi_a = y_max >> -s  # largest acc with acc * 2**-s <= y_max
         lo_a = -((-y_min) >> -s)  # smallest acc with acc * 2**-s >= y_min
         y = np.where(v > hi_a, np.int64(y_max),
                      np.where(v < lo_a, np.int64(y_min), np.clip(v, lo_a, hi_a) << np.int64(-s)))
     else:
-        sh = np.int64(s)
-        q = v >> sh
-        rem = v - (q << sh)
-        up = stochastic_bits(seed, np.arange(v.size).reshape(v.shape), s) < rem
-        y = np.clip(q + up, y_min, y_max)
+        y = np.clip(shift_round(v, s, Rounding.STOCHASTIC, seed), y_min, y_max)
     if activation == "relu":
         y = np.maximum(y, 0)
     return y.astype(np.int64)

@@ -1,11 +1,16 @@
 """The dense engine: bit-exact dense and 2-D conv layers with a BW_acc accumulator.
 
-Semantics (DESIGN.md, de Bruin et al. DSD 2018): products are exact
-(FL_acc = FL_w + FL_x); the accumulator holds BW_acc bits, starts at the bias
-and is wrapped or clipped after EVERY addition, in the fixed order dense
-k = 0..K-1, conv channel -> kernel row -> kernel column (``ideal``: an
-unbounded accumulator). The output is ``shift_round(acc, FL_acc - FL_y)``,
-clipped to ``fmt_y``, then the activation, all on integers. The layer's
+Semantics (DESIGN.md, de Bruin et al. DSD 2018): each product is exact, then
+taken to FL_acc (default FL_w + FL_x: shifted left exactly, or rounded with
+``product_rounding``) and, with ``product="cast"``, wrapped or clipped to
+BW_acc; the accumulator holds BW_acc bits, starts at the bias and is wrapped
+or clipped after EVERY addition, in the layer's ``order``: sequential (dense
+k = 0..K-1, conv channel -> kernel row -> kernel column), ``strided:RF``
+(k = r, r + RF, ... for r = 0..RF-1) or ``tree`` (pairwise adder tree over
+the sequential order, every node BW_acc bits, the bias added last);
+``ideal``: an unbounded accumulator. The output is ``shift_round(acc, FL_acc
+- FL_y)``, clipped (``output_overflow="wrap"``: wrapped) to ``fmt_y``, then
+the activation, all on integers. The layer's
 :class:`~fxpsim.config.LayerConfig` is taken as it is; the operands are
 checked, and the output requantized, by :mod:`.core`.
 
@@ -44,22 +49,47 @@ Every comparison that decides exactness is exact: the float bounds
 (rowabs, colmax, bound) are upper bounds by a relative margin
 (:func:`_margin`), the room to the rails is rounded DOWN to a double
 (:func:`_room`), and the exact check compares int64 values only.
+
+The knobs keep these paths where they are provably exact (:func:`_accumulate`):
+
+- FL_acc > FL_w + FL_x: ``w << d`` makes every product ``(x w) << d``, so the
+  whole call is the plain datapath on shifted weights.
+- ``product="cast"`` changes no product when ``max|x| max|w| <= acc_max``
+  (or the accumulator is ideal): the exact product, the plain datapath.
+- ``strided:RF`` (RF = 1 or RF >= K is sequential) is just another sequence
+  of k: the lane kernels on permuted inputs, every fast path unchanged.
+- Wrap is modular, so every order and cast gives ``wrap(exact sum)``; an
+  output whose bound proves no overflow gives the exact sum in any order.
+  The tree and casts need a stricter bound (partial sums without the bias,
+  and single products, in range): the cheap bound implies it; the exact
+  check tests it (:func:`_provably_safe` with ``strict``).
+- What remains runs the knob kernels (:func:`jit._knob_seq_kernel`,
+  :func:`jit._knob_tree_kernel`, vectorised across outputs): outputs at risk
+  under tree order or casts, and every output when FL_acc < FL_w + FL_x
+  (each product rounded on its own, which no matmul holds); their exact
+  sums in int64 where ``max|bias| + K max|term| < 2**63``, else in Python
+  ints (:func:`_exact_terms_object`).
+
+``OverflowStats.cast_overflows`` counts the casts that changed a product
+(0 unless ``product="cast"``); ``max_abs_acc`` and ``max_abs_prefix`` add the
+products at FL_acc (rounded, never range-limited), the latter in the layer's
+order (tree: the largest exact |node|).
 """
 
 from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import lru_cache, partial
 
 import numpy as np
 
 from ..config import LayerConfig
-from ..qformat import MAX_WIDTH, Overflow
+from ..qformat import MAX_WIDTH, Overflow, shift_round
 from . import jit
 from .core import (DatapathResult, OverflowStats, call_config, check_operands, check_prefix_flag,
-                   conv_geometry, im2col, requantize, threads_for)
+                   conv_geometry, im2col, max_abs_term, order_permutation, requantize, threads_for)
 
 __all__ = ["DatapathResult", "OverflowStats", "conv2d", "dense", "lane_plan"]
 
@@ -209,12 +239,147 @@ def _wrap_exact(e: np.ndarray, acc_bits: int) -> np.ndarray:
 def _accumulate(x: np.ndarray, w: np.ndarray, bias: np.ndarray, cfg: LayerConfig,
                 force_sequential: bool = False, prefix_stats: bool = False):
     """Final accumulators of ``x (M, K) @ w (K, N) + bias`` (int64) and the stats
-    (``max_abs_prefix`` only when ``prefix_stats``: one more pass, off the default path)."""
+    (``max_abs_prefix`` only when ``prefix_stats``: one more pass, off the default path).
+
+    The knobs (module docstring): FL_acc > FL_w + FL_x shifts w, which makes every
+    product ``x * (w << d) = (x * w) << d`` exactly; FL_acc < FL_w + FL_x rounds each
+    product on its own, so those calls run the knob kernels throughout.
+    """
     with threads_for(x.shape[0] * x.shape[1] * w.shape[1]):
-        acc, stats = _accumulate_impl(x, w, bias, cfg, force_sequential)
+        d = cfg.product_shift
+        if d < 0:
+            return _accumulate_rounded(x, w, bias, cfg, prefix_stats)
+        if d > 0:
+            w = np.ascontiguousarray(w, dtype=np.int64) << np.int64(d)
+        plan = _knob_plan(x, w, cfg)
+        acc, stats = _accumulate_impl(x, w, bias, cfg, force_sequential, plan)
         if prefix_stats:
-            stats = replace(stats, max_abs_prefix=_max_abs_prefix(x, w, bias))
+            stats = replace(stats, max_abs_prefix=_prefix_in_order(x, w, bias, cfg, plan))
     return acc, stats
+
+
+# ----------------------------------------------------------------- the knobs (issue 16)
+
+@dataclass(frozen=True, slots=True)
+class _Knobs:
+    """What a call's ``order`` and ``product`` ask of the paths (None: neither, the datapath
+    before them). ``perm``: strided order's input indices (None: 0..K-1); ``tree``: the adder
+    tree; ``cast``: some product may change when cast into BW_acc."""
+
+    perm: np.ndarray | None
+    tree: bool
+    cast: bool
+
+    @property
+    def strict(self) -> bool:
+        """Whether the exact check must also keep every product and bias-free partial sum in
+        range (tree nodes, casts), not only every prefix that starts at the bias."""
+        return self.tree or self.cast
+
+
+def _knob_plan(x: np.ndarray, w: np.ndarray, cfg: LayerConfig) -> _Knobs | None:
+    """The knobs of a call whose products ``x * w`` are already at FL_acc. Shortcuts, exact:
+    strided with RF = 1 or RF >= K is sequential; a cast cannot change a product when
+    ``max|x| max|w| <= acc_max`` (or the accumulator is ideal)."""
+    perm = order_permutation(cfg, x.shape[1])
+    tree = cfg.order == "tree"
+    cast = (cfg.product == "cast" and cfg.overflow is not Overflow.IDEAL
+            and _max_abs(x) * _max_abs(w) > cfg.acc_max)
+    return _Knobs(perm, tree, cast) if perm is not None or tree or cast else None
+
+
+def _run_knobs(x, w, bias, cfg: LayerConfig, plan: _Knobs, d: int = 0, want_max: bool = False,
+               prefix: bool = False):
+    """The knob kernels (:func:`jit._knob_seq_kernel`, :func:`jit._knob_tree_kernel`) on all
+    of ``x @ w`` with the products shifted by ``d``: ``(acc, overflow_count, outputs_affected,
+    max_abs or None, cast_overflows, max_prefix or None)``; the exact values (``want_max``,
+    ``prefix``) only where ``max|bias| + K max|term| < 2**63`` keeps them in int64."""
+    m, k = x.shape
+    n = w.shape[1]
+    exact = (want_max or prefix) and (
+        _max_abs(bias) + k * max_abs_term(_max_abs(x) * _max_abs(w), d) < _I64_LIMIT)
+    acc = np.empty((m, n), dtype=np.int64)
+    cnt = np.empty((m, n), dtype=np.int64)
+    row_cast, row_max, row_prefix = (np.zeros(m, dtype=np.int64) for _ in range(3))
+    args = tuple(np.ascontiguousarray(a, dtype=np.int64) for a in (x, w, bias))  # one compiled variant
+    knobs = (jit.term_args(d, cfg.product_rounding.code), plan.cast and cfg.overflow is not Overflow.IDEAL,
+             np.int64(cfg.acc_min), np.int64(cfg.acc_max), cfg.overflow.code, exact)
+    outs = (acc, cnt, row_cast, row_max, row_prefix)
+    if plan.tree:
+        jit._knob_tree_kernel(*args, *knobs, *outs)
+    else:
+        perm = np.arange(k, dtype=np.int64) if plan.perm is None else plan.perm
+        jit._knob_seq_kernel(*args, perm, *knobs, *outs)
+    return (acc, int(cnt.sum()), int(np.count_nonzero(cnt)),
+            int(row_max.max(initial=0)) if exact else None, int(row_cast.sum()),
+            int(row_prefix.max(initial=0)) if exact and prefix else None)
+
+
+def _runner(cfg: LayerConfig, plan: _Knobs | None):
+    """The per-step path of :func:`_accumulate_impl` for ``plan``: a function ``(x, w, bias,
+    want_max=False) -> (acc, overflow_count, outputs_affected, max_abs or None,
+    cast_overflows)``. Strided order without casts is the lane kernels on permuted inputs
+    (the order is just another sequence of k); tree and casts run the knob kernels."""
+    if plan is None:
+        return lambda x, w, bias, want_max=False: (*_sequential(x, w, bias, cfg, want_max), 0)
+    if not plan.strict:
+        perm = plan.perm
+        return lambda x, w, bias, want_max=False: (*_sequential(x[:, perm], w[perm], bias, cfg,
+                                                                want_max), 0)
+    return lambda x, w, bias, want_max=False: _run_knobs(x, w, bias, cfg, plan, 0, want_max)[:5]
+
+
+def _prefix_in_order(x, w, bias, cfg: LayerConfig, plan: _Knobs | None) -> int:
+    """DESIGN.md's ``max_abs_prefix`` in the layer's order (tree: the largest exact |node|)
+    of products ``x * w`` already at FL_acc."""
+    if plan is None or (plan.perm is None and not plan.tree):
+        return _max_abs_prefix(x, w, bias)
+    if not plan.tree:
+        return _max_abs_prefix(x[:, plan.perm], w[plan.perm], bias)
+    best = _run_knobs(x, w, bias, cfg, plan, prefix=True)[5]
+    return best if best is not None else _exact_terms_object(x, w, bias, cfg, plan, 0, True)[1]
+
+
+def _accumulate_rounded(x, w, bias, cfg: LayerConfig, prefix_stats: bool):
+    """FL_acc < FL_w + FL_x: every product rounded to FL_acc on its own (no matmul holds
+    that), so the knob kernels run every output; exact sums beyond int64 in Python ints."""
+    m, k = x.shape
+    n = w.shape[1]
+    plan = _Knobs(order_permutation(cfg, k), cfg.order == "tree", cfg.product == "cast")
+    d = cfg.product_shift
+    acc, count, affected, max_abs, casts, best = _run_knobs(x, w, bias, cfg, plan, d, True, prefix_stats)
+    if max_abs is None:
+        max_abs, best = _exact_terms_object(x, w, bias, cfg, plan, d, prefix_stats)
+    return acc, OverflowStats(m * n * k, count, affected, max_abs, best if prefix_stats else None, casts)
+
+
+def _exact_terms_object(x, w, bias, cfg: LayerConfig, plan: _Knobs, d: int, prefix: bool):
+    """``(max |bias + sum of terms|, max |prefix| (tree: |node|) or None)`` in Python ints,
+    row by row, for calls whose exact sums may leave int64 (each term at FL_acc, ``(x w) << d``
+    or :func:`fxpsim.qformat.shift_round` of it, still fits int64)."""
+    m, n = x.shape[0], w.shape[1]
+    best_acc = best_pre = 0
+    if n == 0:
+        return 0, (0 if prefix else None)
+    bo = bias.astype(object)
+    wl = np.asarray(w, dtype=np.int64)
+    for r in range(m):
+        p = np.asarray(x[r], dtype=np.int64)[:, None] * wl
+        q = (p << np.int64(d) if d >= 0 else shift_round(p, -d, cfg.product_rounding)).astype(object)
+        if plan.tree:
+            while len(q) > 1:
+                even = len(q) - len(q) % 2
+                pairs = q[0:even:2] + q[1:even:2]
+                best_pre = max(best_pre, int(np.abs(pairs).max()))
+                q = np.concatenate([pairs, q[even:]])
+            final = q[0] + bo
+            best_pre = max(best_pre, int(np.abs(final).max()))
+        else:
+            run = np.cumsum(q if plan.perm is None else q[plan.perm], axis=0) + bo
+            final = run[-1]
+            best_pre = max(best_pre, int(np.abs(bo).max()), int(np.abs(run).max()))
+        best_acc = max(best_acc, int(np.abs(final).max()))
+    return best_acc, (best_pre if prefix else None)
 
 
 def _max_abs_prefix(x: np.ndarray, w: np.ndarray, bias: np.ndarray) -> int:
@@ -289,12 +454,15 @@ def _room(bias: np.ndarray, lo: int, hi: int) -> np.ndarray:
 
 
 def _accumulate_impl(x: np.ndarray, w: np.ndarray, bias: np.ndarray, cfg: LayerConfig,
-                     force_sequential: bool = False):
+                     force_sequential: bool = False, plan: _Knobs | None = None):
     """Final accumulators of ``x (M, K) @ w (K, N) + bias`` (int64) and the stats.
 
     ``force_sequential`` runs every output through the per-step kernel (the
-    path the fast path is tested against).
+    path the fast path is tested against); ``plan`` (:func:`_knob_plan`) picks that
+    kernel (:func:`_runner`) and, for tree and casts, the strict exact check.
     """
+    run = _runner(cfg, plan)
+    strict = plan is not None and plan.strict
     m, k = x.shape
     n = w.shape[1]
     lo, hi = cfg.acc_min, cfg.acc_max
@@ -309,7 +477,7 @@ def _accumulate_impl(x: np.ndarray, w: np.ndarray, bias: np.ndarray, cfg: LayerC
     bound = float(rowabs.max(initial=0.0)) * float(colmax.max(initial=0.0)) * margin
     stats = partial(OverflowStats, m * n * k)
     if cfg.overflow is Overflow.IDEAL:  # validation guarantees every sum fits int64
-        e, max_abs = _exact_sum(x, w, bias, bound, cfg.fmt_bias.width)
+        e, max_abs = _exact_sum(x, w, bias, bound, cfg.fmt_bias_acc.width)
         return (e.astype(np.int64) if e.dtype == object else e), stats(0, 0, max_abs)
     # Per-output risk: some prefix sum may leave [lo, hi] (in some order) when
     # bias + cheap > hi or bias - cheap < lo, i.e. cheap > room = min(hi - b, b - lo).
@@ -317,13 +485,13 @@ def _accumulate_impl(x: np.ndarray, w: np.ndarray, bias: np.ndarray, cfg: LayerC
     colrisk = colmax * margin
     any_risky = not np.all(float(rowabs.max(initial=0.0)) * colrisk <= room)
     if force_sequential or (any_risky and _all_sequential_pays(x, w, bias, rowabs, colrisk,
-                                                                room, bound, lo, hi)):
+                                                                room, bound, lo, hi, strict)):
         # e.g. BW_acc 16 on 8-bit data (PERF-NOTES): everything sequential, no gathering;
         # only the maximum of the exact sums is still needed
-        acc, count, affected, max_abs = _sequential(x, w, bias, cfg, want_max=True)
+        acc, count, affected, max_abs, casts = run(x, w, bias, want_max=True)
         if max_abs is None:
             max_abs = _exact_sum(x, w, bias, bound, cfg.acc_bits, store=False)[1]
-        return acc, stats(count, affected, max_abs)
+        return acc, stats(count, affected, max_abs, cast_overflows=casts)
     e, max_abs = _exact_sum(x, w, bias, bound, cfg.acc_bits)
     if not any_risky:
         # no output can overflow: the exact sum is every mode's answer, no counts
@@ -338,37 +506,41 @@ def _accumulate_impl(x: np.ndarray, w: np.ndarray, bias: np.ndarray, cfg: LayerC
             cols = np.flatnonzero(open_.any(axis=0))
             sub = np.ix_(rows, cols)
             s = (e[sub] - bias[cols]).astype(np.int64)
-            safe = _provably_safe(x[rows], w[:, cols], s, bias[cols], bound, lo, hi)
+            safe = _provably_safe(x[rows], w[:, cols], s, bias[cols], bound, lo, hi, strict)
             risky[sub] &= ~safe
     if cfg.overflow is Overflow.WRAP:
         acc = _wrap_exact(e, cfg.acc_bits)  # modular: wrapping once == wrapping every step
     else:
         acc = e if e.dtype != object else _wrap_exact(e, 63)  # safe outputs are in range
-    count = affected = 0
+    count = affected = casts = 0
     if risky.all():  # the exact check saved nothing: no gathering
-        sacc, count, affected, _ = _sequential(x, w, bias, cfg)
+        sacc, count, affected, _, casts = run(x, w, bias)
         if cfg.overflow is Overflow.CLIP:
             acc = sacc
     elif risky.any():
         rows = np.flatnonzero(risky.any(axis=1))
         cols = np.flatnonzero(risky.any(axis=0))
-        sacc, count, affected, _ = _sequential(x[rows], w[:, cols], bias[cols], cfg)
+        sacc, count, affected, _, casts = run(x[rows], w[:, cols], bias[cols])
         if cfg.overflow is Overflow.CLIP:
             acc[np.ix_(rows, cols)] = sacc
-    return acc, stats(count, affected, max_abs)
+    return acc, stats(count, affected, max_abs, cast_overflows=casts)
 
 
-def _provably_safe(x, w, s, bias, bound, lo, hi) -> np.ndarray:
+def _provably_safe(x, w, s, bias, bound, lo, hi, strict: bool = False) -> np.ndarray:
     """Outputs whose every prefix stays in [lo, hi] in any order (needs bound < 2**53).
 
     With T = |x| @ |w| and S = x @ w (both exact): sum of positive products
-    = (T + S) / 2, of negative products = (S - T) / 2. All in int64 (|T|, |S|
-    < 2**53, |bias| <= 2**61): a float64 ``bias + ...`` rounds above 2**53.
+    P = (T + S) / 2, of negative products N = (S - T) / 2; every prefix from the
+    bias lies in [b + N, b + P]. ``strict`` (tree nodes, casts): also every partial
+    sum without the bias and every product, i.e. [min(b, 0) + N, max(b, 0) + P]
+    inside [lo, hi]. All in int64 (|T|, |S| < 2**53, |bias| <= 2**61): a float64
+    ``bias + ...`` rounds above 2**53.
     """
     dt = np.float32 if bound < _F32_EXACT else np.float64
     t = _exact_matmul(np.abs(x.astype(dt)), np.abs(w.astype(dt)), bound).astype(np.int64)
     s = s.astype(np.int64)
-    return (bias + (t + s) // 2 <= hi) & (bias + (s - t) // 2 >= lo)
+    top, bot = (np.maximum(bias, 0), np.minimum(bias, 0)) if strict else (bias, bias)
+    return (top + (t + s) // 2 <= hi) & (bot + (s - t) // 2 >= lo)
 
 
 _SMALL_SEQUENTIAL = 1 << 18
@@ -378,7 +550,7 @@ _SAMPLE_ROWS = 64
 """Rows on which :func:`_all_sequential_pays` tries the exact check (small matmuls are slow)."""
 
 
-def _all_sequential_pays(x, w, bias, rowabs, colrisk, room, bound, lo, hi,
+def _all_sequential_pays(x, w, bias, rowabs, colrisk, room, bound, lo, hi, strict: bool = False,
                          sample=_SAMPLE_ROWS) -> bool:
     """Whether to run every output sequentially rather than the exact check (PERF-NOTES:
     skip the check when it is hopeless).
@@ -406,7 +578,7 @@ def _all_sequential_pays(x, w, bias, rowabs, colrisk, room, bound, lo, hi,
         cols = np.flatnonzero(open_.any(axis=0))
         if cols.size:
             s = e[:, cols] - bias[cols]
-            safe = _provably_safe(x[rows], w[:, cols], s, bias[cols], bound, lo, hi)
+            safe = _provably_safe(x[rows], w[:, cols], s, bias[cols], bound, lo, hi, strict)
             risky[:, cols] &= ~(safe & open_[:, cols])
     rect = risky.any(axis=1).sum() * risky.any(axis=0).sum()
     return bool(rect > 0.5 * sample * n)
@@ -417,10 +589,10 @@ def _all_sequential_pays(x, w, bias, rowabs, colrisk, room, bound, lo, hi,
 def dense(x, w, b=None, cfg: LayerConfig | None = None, *, fmt_x=None, fmt_w=None, fmt_y=None,
           acc_bits=None, overflow=None, rounding=None, activation="none", seed=None,
           prefix_stats=False) -> DatapathResult:
-    """Bit-exact dense layer: ``y = act(requant(acc))``, acc over k = 0..K-1.
+    """Bit-exact dense layer: ``y = act(requant(acc))``, acc over k in the layer's order.
 
     ``x`` (B, K) raw ints of fmt_x, ``w`` (K, N) raw ints of fmt_w, ``b`` (N,)
-    raw ints in the accumulator format (``cfg.fmt_bias``: FL_w + FL_x, BW_acc
+    raw ints in the accumulator format (``cfg.fmt_bias_acc``: FL_acc, BW_acc
     bits) or None. ``cfg``: the layer's :class:`~fxpsim.config.LayerConfig`,
     or instead the keywords ``fmt_x, fmt_w, fmt_y, acc_bits, overflow="wrap",
     rounding="nearest-even"`` (the same results and errors). ``overflow``
@@ -438,7 +610,8 @@ def dense(x, w, b=None, cfg: LayerConfig | None = None, *, fmt_x=None, fmt_w=Non
 def conv2d(x, w, b=None, cfg: LayerConfig | None = None, *, stride=1, padding=0, fmt_x=None,
            fmt_w=None, fmt_y=None, acc_bits=None, overflow=None, rounding=None, activation="none",
            seed=None, prefix_stats=False) -> DatapathResult:
-    """Bit-exact 2-D convolution, NCHW, zero padding, order channel -> row -> column.
+    """Bit-exact 2-D convolution, NCHW, zero padding, sequential order channel -> row -> column
+    (strided and tree orders over that sequence).
 
     ``x`` (B, C, H, W), ``w`` (F, C, kh, kw), ``b`` (F,) in the accumulator
     format; ``cfg`` or the keywords as :func:`dense`. Computed as im2col +

@@ -12,7 +12,12 @@ params, b_raw, cfg, seed, prefix_stats=False)`` -> :class:`EngineResult`
 OverflowStats plus the engine's ``extras``, its timing of the call).
 ``prefix_stats=True`` asks for DESIGN.md's exact ``max_abs_prefix``; an
 engine whose additions run in another order than k = 0..K-1 refuses it
-(:meth:`Engine.check_prefix_stats`).
+(:meth:`Engine.check_prefix_stats`). Each engine declares the datapath knobs
+(:data:`fxpsim.config.KNOBS`) it runs off their defaults (:attr:`Engine.knobs`:
+dense all of them; sparse and bitserial ``fmt_bias`` and ``output_overflow``)
+and refuses a config that sets another with one line naming the layer, the
+knob and the engine (:meth:`Engine.check_knobs`, in ``prepare`` and in the
+engines' own functions).
 
 - ``dense``: the bit-parallel datapath (``fxpsim.datapath.dense.dense``/``conv2d``;
   a Simulator's ``backend`` may swap in the Python-int twin).
@@ -37,15 +42,17 @@ from typing import ClassVar, Protocol
 
 import numpy as np
 
-from ..config import ENGINE_OPTIONS, EngineOption, LayerConfig
+from ..config import ENGINE_OPTIONS, KNOBS, EngineOption, LayerConfig
 from ..errors import FxpsimError, check
 from ..qformat import Overflow
 from ..sparse.csc import CSCEncoding, encode
 from ..sparse.kernel import ColumnSchedule, PEStats, column_schedule, sparse_conv2d, sparse_dense
 from ..sparse.pe import eie_matrix
+from . import bitserial as bitserial_kernels
 from . import dense as dense_kernels
+from . import sparse as sparse_kernels
 from .bitserial import bit_serial_conv2d, bit_serial_dense
-from .core import OverflowStats, conv_geometry, im2col
+from .core import OverflowStats, check_knobs, conv_geometry, im2col
 
 __all__ = ["ENGINES", "BitSerialCycles", "BitSerialEngine", "DenseEngine", "Engine", "EngineResult",
            "EngineStats", "SparseEngine", "SparseLayerStats", "SparseWeights", "get", "register"]
@@ -69,8 +76,8 @@ class EngineStats(OverflowStats):
 
     @classmethod
     def of(cls, stats, extras=None) -> EngineStats:
-        """``stats`` (any record with the OverflowStats fields) with ``extras``."""
-        return cls(**{f.name: getattr(stats, f.name, None) for f in fields(OverflowStats)}, extras=extras)
+        """``stats`` (any record with the OverflowStats fields; a missing one at its default) with ``extras``."""
+        return cls(**{f.name: getattr(stats, f.name, f.default) for f in fields(OverflowStats)}, extras=extras)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -124,6 +131,8 @@ class Engine:
     kinds: ClassVar[tuple[str, ...]] = ("dense", "conv2d")
     exact_prefix: ClassVar[bool] = True
     """Whether ``run(..., prefix_stats=True)`` gives DESIGN.md's exact ``max_abs_prefix``."""
+    knobs: ClassVar[tuple[str, ...]] = KNOBS
+    """The datapath knobs (:data:`fxpsim.config.KNOBS`) this engine runs off their defaults."""
 
     @property
     def options(self) -> tuple[EngineOption, ...]:
@@ -131,8 +140,13 @@ class Engine:
         return ENGINE_OPTIONS[self.name]
 
     def prepare(self, stage: Stage, w_raw: np.ndarray, cfg: LayerConfig):
-        """The weights as this engine stores them (default: the raw ints)."""
+        """The weights as this engine stores them (default: the raw ints), after :meth:`check_knobs`."""
+        self.check_knobs(cfg)
         return w_raw
+
+    def check_knobs(self, cfg: LayerConfig) -> None:
+        """A one-line error when ``cfg`` sets a knob off its default that this engine does not run."""
+        check_knobs(cfg, self.name, self.knobs)
 
     def run(self, stage: Stage, x_raw, params, b_raw, cfg: LayerConfig, seed,
             prefix_stats: bool = False) -> EngineResult:
@@ -151,7 +165,8 @@ class Engine:
 
 @dataclass(frozen=True, slots=True)
 class DenseEngine(Engine):
-    """The bit-parallel datapath: one product per addition, k = 0..K-1 (:mod:`fxpsim.datapath.dense`)."""
+    """The bit-parallel datapath: one product per addition in the layer's order, every knob
+    (:mod:`fxpsim.datapath.dense`)."""
 
     name: ClassVar[str] = "dense"
     dense: object = dense_kernels.dense
@@ -239,9 +254,11 @@ class SparseEngine(Engine):
     """
 
     name: ClassVar[str] = "sparse"
+    knobs: ClassVar[tuple[str, ...]] = sparse_kernels.KNOBS_RUN
 
     def prepare(self, stage, w_raw, cfg) -> SparseWeights:
         """Encode the raw weights once (the Simulator caches this per stage and config)."""
+        self.check_knobs(cfg)
         pes, columns = cfg.options["pes"], int(np.prod(w_raw.shape[1:]) if stage.kind == "conv2d"
                                                    else w_raw.shape[0])
         need = 2 * pes * (columns + 1) * 8
@@ -294,6 +311,7 @@ class BitSerialEngine(Engine):
 
     name: ClassVar[str] = "bitserial"
     exact_prefix: ClassVar[bool] = False  # one addition per activation bit: other prefixes than dense's
+    knobs: ClassVar[tuple[str, ...]] = bitserial_kernels.KNOBS_RUN
 
     def run(self, stage, x_raw, params, b_raw, cfg, seed, prefix_stats=False) -> EngineResult:
         if prefix_stats:

@@ -354,6 +354,19 @@ def _add_bias_kernel(s, bias, e_out, row_max):  # pragma: no cover - jitted
         row_max[b] = mx
 
 
+@njit(cache=True, inline="always")
+def _running_from(bias):  # pragma: no cover - jitted
+    """Three int64 arrays (running value, maximum, minimum) that start at ``bias``."""
+    a = np.empty(bias.shape[0], dtype=np.int64)
+    top = np.empty(bias.shape[0], dtype=np.int64)
+    bot = np.empty(bias.shape[0], dtype=np.int64)
+    for j in range(bias.shape[0]):
+        a[j] = bias[j]
+        top[j] = bias[j]
+        bot[j] = bias[j]
+    return a, top, bot
+
+
 @njit(cache=True, parallel=True)
 def _prefix_max_kernel(x, w, bias, row_max):  # pragma: no cover - jitted
     """``row_max[b]`` = max over n and over prefixes j (the bias alone first) of
@@ -367,13 +380,7 @@ def _prefix_max_kernel(x, w, bias, row_max):  # pragma: no cover - jitted
     m, kk = x.shape
     n = w.shape[1]
     for b in prange(m):
-        a = np.empty(n, dtype=np.int64)
-        top = np.empty(n, dtype=np.int64)
-        bot = np.empty(n, dtype=np.int64)
-        for j in range(n):
-            a[j] = bias[j]
-            top[j] = bias[j]
-            bot[j] = bias[j]
+        a, top, bot = _running_from(bias)
         xr = x[b]
         for k in range(kk):
             xv = np.int64(xr[k])
@@ -391,6 +398,24 @@ def _prefix_max_kernel(x, w, bias, row_max):  # pragma: no cover - jitted
 
 
 @njit(cache=True, inline="always")
+def round_shift(v, shift, mode):  # pragma: no cover - jitted
+    """``v / 2**shift`` for ``shift > 0``, rounded by ``mode`` (Rounding.code, not stochastic):
+    the rounding of qformat.shift_round."""
+    q = v >> shift
+    rem = v - (q << shift)
+    half = np.int64(1) << (shift - 1)
+    if mode == 0:  # nearest-even
+        up = rem > half or (rem == half and (q & 1) == 1)
+    elif mode == 1:  # nearest, ties away from zero
+        up = rem > half or (rem == half and v >= 0)
+    elif mode == 2:  # floor
+        up = False
+    else:  # toward zero
+        up = rem != 0 and v < 0
+    return q + up
+
+
+@njit(cache=True, inline="always")
 def requantize_one(v, shift, mode, y_min, y_max, relu):  # pragma: no cover - jitted
     """One accumulator value -> output raw: round by ``shift`` (mode = Rounding.code, not
     stochastic), clip to [y_min, y_max], ReLU. ``shift <= 0``: exact left shift, saturating
@@ -405,26 +430,243 @@ def requantize_one(v, shift, mode, y_min, y_max, relu):  # pragma: no cover - ji
         else:
             y = v << -shift
     else:
-        q = v >> shift
-        rem = v - (q << shift)
-        half = np.int64(1) << (shift - 1)
-        if mode == 0:  # nearest-even
-            up = rem > half or (rem == half and (q & 1) == 1)
-        elif mode == 1:  # nearest, ties away from zero
-            up = rem > half or (rem == half and v >= 0)
-        elif mode == 2:  # floor
-            up = False
-        else:  # toward zero
-            up = rem != 0 and v < 0
-        y = q + up
-        y = min(max(y, y_min), y_max)
+        y = min(max(round_shift(v, shift, mode), y_min), y_max)
+    if relu and y < 0:
+        y = 0
+    return y
+
+
+@njit(cache=True, inline="always")
+def requantize_wrap_one(v, shift, mode, y_min, y_max, relu):  # pragma: no cover - jitted
+    """:func:`requantize_one` with ``output_overflow="wrap"``: the rounded (or left-shifted)
+    value's low bits, two's complement in [y_min, y_max] (int64 arithmetic wraps modulo
+    2**64, a multiple of the format's 2**width), then ReLU."""
+    y = v << -shift if shift <= 0 else round_shift(v, shift, mode)
+    y = ((y - y_min) & (y_max - y_min)) + y_min
     if relu and y < 0:
         y = 0
     return y
 
 
 @njit(cache=True, parallel=True)
-def _requantize_kernel(acc, shift, mode, y_min, y_max, relu, out):  # pragma: no cover - jitted
-    """:func:`requantize_one` over flat arrays."""
-    for i in prange(acc.size):
-        out[i] = requantize_one(acc[i], shift, mode, y_min, y_max, relu)
+def _requantize_kernel(acc, shift, mode, y_min, y_max, wrap, relu, out):  # pragma: no cover - jitted
+    """:func:`requantize_one` (``wrap``: :func:`requantize_wrap_one`) over flat arrays."""
+    if wrap:
+        for i in prange(acc.size):
+            out[i] = requantize_wrap_one(acc[i], shift, mode, y_min, y_max, relu)
+    else:
+        for i in prange(acc.size):
+            out[i] = requantize_one(acc[i], shift, mode, y_min, y_max, relu)
+
+
+# ----------------------------------------------------------------- the knobs (DESIGN.md, issue 16)
+
+def term_args(d: int, mode: int) -> tuple[int, int, int, int, int]:
+    """``(left, s, a, b, c)`` of :func:`at_frac_acc` for the product shift ``d = FL_acc -
+    (FL_w + FL_x)`` and ``mode`` (Rounding.code, not stochastic).
+
+    A rounding right shift by s is ``(p + a + (b if p < 0) + (c if floor(p / 2**s) is odd))
+    >> s`` (floor division): floor a = b = c = 0; nearest (ties away from zero) a = 2**(s-1),
+    b = -1; nearest-even a = 2**(s-1) - 1, c = 1; toward zero b = 2**s - 1. Branch-free, so
+    the kernels vectorise it; exact in int64 since every |product| < 2**62 (LayerConfig).
+    """
+    if d >= 0:
+        return d, 0, 0, 0, 0
+    sh = -d
+    half = 1 << (sh - 1)
+    a, b, c = {0: (half - 1, 0, 1), 1: (half, -1, 0), 2: (0, 0, 0), 3: (0, (1 << sh) - 1, 0)}[mode]
+    return 0, sh, a, b, c
+
+
+@njit(cache=True, inline="always")
+def at_frac_acc(p, left, s, a, b, c):  # pragma: no cover - jitted
+    """A product ``p`` (FL_w + FL_x fraction bits) at FL_acc: ``p << left`` exactly, or
+    rounded right by ``s`` bits (:func:`term_args`; one of ``left``, ``s`` is 0)."""
+    return ((p << left) + a + (b & (p >> 63)) + (c & (p >> s))) >> s
+
+
+@njit(cache=True, inline="always")
+def overflow_to(s, lo, hi, mode):  # pragma: no cover - jitted
+    """``s`` wrapped (mode 0, Overflow.WRAP) or clipped (1, CLIP) to ``[lo, hi]`` (``hi - lo =
+    2**BW_acc - 1``); ideal (2) leaves it."""
+    if mode == 0:
+        return ((s - lo) & (hi - lo)) + lo
+    if mode == 1:
+        return min(max(s, lo), hi)
+    return s
+
+
+@njit(cache=True, inline="always")
+def _add_term(a, c, cc, j, q, cast, lo, hi, mode):  # pragma: no cover - jitted
+    """One addition of the term ``q`` (a product at FL_acc) into register ``a[j]``: cast to
+    BW_acc first when ``cast`` (``cc[j]`` counts the casts that changed it), then wrap / clip /
+    ideal (``c[j]`` counts the additions that overflowed)."""
+    v = overflow_to(q, lo, hi, mode) if cast else q
+    cc[j] += v != q
+    s = a[j] + v
+    r = overflow_to(s, lo, hi, mode)
+    c[j] += r != s
+    a[j] = r
+
+
+@njit(cache=True, inline="always")
+def _abs_max(top, bot):  # pragma: no cover - jitted
+    """max_j max(top[j], -bot[j]): the largest |value| between running maxima and minima."""
+    mx = 0
+    for j in range(top.shape[0]):
+        mx = max(mx, top[j], -bot[j])
+    return mx
+
+
+@njit(cache=True, parallel=True)
+def _knob_seq_kernel(x, w, bias, perm, targs, cast, lo, hi, mode, exact, acc_out, cnt_out, row_cast,
+                     row_max, row_prefix):  # pragma: no cover - jitted
+    """Per-step accumulation in the order ``perm`` (sequential or ``strided:RF``) of the
+    products at FL_acc (:func:`at_frac_acc` with ``targs`` = :func:`term_args`), cast when
+    ``cast`` and the register wrapped / clipped / ideal after every addition (``mode`` =
+    Overflow.code; :func:`_add_term`).
+
+    Per output: the register (``acc_out``) and its overflowed additions (``cnt_out``); per
+    row: the casts that changed a product (``row_cast``) and, when ``exact`` (the caller
+    checked ``max|bias| + K max|term| < 2**63``), the largest exact |bias + sum of terms|
+    (``row_max``) and |prefix|, bias first (``row_prefix``). Zero activations are skipped: a
+    zero term changes no register, count or prefix. Counts live in local arrays: a row of
+    ``cnt_out`` might alias ``w`` for LLVM and stop it vectorising across outputs.
+    """
+    m, kk = x.shape
+    n = w.shape[1]
+    left, sh, ra, rb, rc = targs
+    for b in prange(m):
+        a, top, bot = _running_from(bias)
+        e = a.copy()
+        c = np.zeros(n, dtype=np.int64)
+        cc = np.zeros(n, dtype=np.int64)
+        xr = x[b]
+        for t in range(kk):
+            k = perm[t]
+            xv = np.int64(xr[k])
+            if xv == 0:
+                continue
+            wk = w[k]
+            if exact:
+                for j in range(n):
+                    q = at_frac_acc(xv * wk[j], left, sh, ra, rb, rc)
+                    _add_term(a, c, cc, j, q, cast, lo, hi, mode)
+                    ev = e[j] + q
+                    e[j] = ev
+                    top[j] = max(top[j], ev)
+                    bot[j] = min(bot[j], ev)
+            else:
+                for j in range(n):
+                    _add_term(a, c, cc, j, at_frac_acc(xv * wk[j], left, sh, ra, rb, rc), cast, lo, hi, mode)
+        nc = 0
+        for j in range(n):
+            acc_out[b, j] = a[j]
+            cnt_out[b, j] = c[j]
+            nc += cc[j]
+        row_cast[b] = nc
+        if exact:
+            row_max[b] = _abs_max(e, e)
+            row_prefix[b] = _abs_max(top, bot)
+
+
+@njit(cache=True, inline="always")
+def _tree_node(va, ea, vb, eb, c, top, bot, lo, hi, mode, exact):  # pragma: no cover - jitted
+    """One adder level of the tree across outputs: ``(vb, eb) <- (va + vb, ea + eb)``, the
+    register wrapped / clipped / ideal (``c`` counts overflows), the exact node value's
+    running maximum and minimum in ``top`` / ``bot`` when ``exact``."""
+    if exact:
+        for j in range(vb.shape[0]):
+            s = va[j] + vb[j]
+            r = overflow_to(s, lo, hi, mode)
+            c[j] += r != s
+            vb[j] = r
+            ev = ea[j] + eb[j]
+            eb[j] = ev
+            top[j] = max(top[j], ev)
+            bot[j] = min(bot[j], ev)
+    else:
+        for j in range(vb.shape[0]):
+            s = va[j] + vb[j]
+            r = overflow_to(s, lo, hi, mode)
+            c[j] += r != s
+            vb[j] = r
+
+
+@njit(cache=True, parallel=True)
+def _knob_tree_kernel(x, w, bias, targs, cast, lo, hi, mode, exact, acc_out, cnt_out, row_cast,
+                      row_max, row_prefix):  # pragma: no cover - jitted
+    """``order="tree"``: the K terms (in the sequential order, cast as in
+    :func:`_knob_seq_kernel`) added pairwise, adjacent pairs, an odd last one carried up
+    unchanged, each node wrapped / clipped / ideal to BW_acc (``mode``); the bias added to
+    the root last. Outputs as :func:`_knob_seq_kernel`, ``row_prefix`` the largest exact
+    |node| (pair sums and the bias addition).
+
+    Streamed, vectorised across outputs, with one pending node per level: node i of level
+    L sums the aligned block of leaves [i 2**L, (i + 1) 2**L) (a carried node is its own
+    block cut at K), so leaf k completes the blocks of its trailing one bits (merged with
+    the pending nodes), and at the end the pending complete blocks, one per set bit of K,
+    are added smallest first: exactly the level-by-level tree, in O(log K) memory.
+    """
+    m, kk = x.shape
+    n = w.shape[1]
+    left, sh, ra, rb, rc = targs
+    levels = 1
+    while (1 << levels) <= kk:
+        levels += 1
+    nblk = (m + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK
+    for blk in prange(nblk):
+        sv = np.empty((levels, n), dtype=np.int64)  # pending node of each level: register
+        se = np.empty((levels, n), dtype=np.int64)  # and exact value
+        cv = np.empty(n, dtype=np.int64)
+        ce = np.empty(n, dtype=np.int64)
+        top = np.empty(n, dtype=np.int64)
+        bot = np.empty(n, dtype=np.int64)
+        c = np.empty(n, dtype=np.int64)
+        cc = np.empty(n, dtype=np.int64)
+        for b in range(blk * ROWS_PER_BLOCK, min(m, (blk + 1) * ROWS_PER_BLOCK)):
+            xr = x[b]
+            for j in range(n):
+                c[j] = 0
+                cc[j] = 0
+                top[j] = 0
+                bot[j] = 0
+            for k in range(kk):
+                xv = np.int64(xr[k])
+                wk = w[k]
+                for j in range(n):
+                    q = at_frac_acc(xv * wk[j], left, sh, ra, rb, rc)
+                    v = overflow_to(q, lo, hi, mode) if cast else q
+                    cc[j] += v != q
+                    cv[j] = v
+                    ce[j] = q
+                lev = 0
+                while (k >> lev) & 1:  # leaf k closes the blocks of its trailing ones
+                    _tree_node(sv[lev], se[lev], cv, ce, c, top, bot, lo, hi, mode, exact)
+                    lev += 1
+                sv[lev, :] = cv
+                se[lev, :] = ce
+            first = True
+            for lev in range(levels):  # the pending complete blocks, smallest first
+                if (kk >> lev) & 1:
+                    if first:
+                        cv[:] = sv[lev]
+                        ce[:] = se[lev]
+                        first = False
+                    else:
+                        _tree_node(sv[lev], se[lev], cv, ce, c, top, bot, lo, hi, mode, exact)
+            nc = 0
+            for j in range(n):
+                s = cv[j] + bias[j]
+                r = overflow_to(s, lo, hi, mode)
+                acc_out[b, j] = r
+                cnt_out[b, j] = c[j] + (r != s)
+                nc += cc[j]
+                ev = ce[j] + bias[j]
+                top[j] = max(top[j], ev)
+                bot[j] = min(bot[j], ev)
+                ce[j] = ev
+            row_cast[b] = nc
+            if exact:
+                row_max[b] = _abs_max(ce, ce)
+                row_prefix[b] = _abs_max(top, bot)

@@ -7,6 +7,13 @@ not arithmetic); everything after it — products, wrap/saturate after every
 addition, requantization, the stochastic draw
 (SplitMix64 re-implemented on Python ints), statistics — is written here
 independently of the fast paths. Semantics: DESIGN.md, de Bruin DSD 2018.
+
+The knobs (DESIGN.md, issue 16), one operation at a time: each product is
+taken to FL_acc (:func:`term`: shifted left, or rounded with
+``product_rounding``), cast to BW_acc with the layer's overflow mode when
+``product="cast"``, and added in the layer's ``order`` (:func:`accumulate`:
+sequential, strided:RF, or the pairwise adder tree with the bias last); the
+output is wrapped or clipped to fmt_y by ``output_overflow``.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..config import LayerConfig
-from ..qformat import Overflow, Rounding
+from ..qformat import Overflow, shift_round_int
 from .core import (DatapathResult, OverflowStats, call_config, check_operands, check_prefix_flag,
                    conv_geometry)
 
@@ -44,30 +51,44 @@ def splitmix_bits(seed: int, index: int, bits: int) -> int:
 
 def requantize_one(acc: int, index: int, cfg: LayerConfig, activation: str = "none",
                    seed: int | None = None) -> int:
-    """acc -> raw y: divide by 2**shift with the rounding mode, clip to fmt_y, activation
-    (output ``index``'s stochastic draw from ``seed``)."""
+    """acc -> raw y: divide by 2**shift with the rounding mode, clip (``output_overflow=
+    "wrap"``: wrap) to fmt_y, activation (output ``index``'s stochastic draw from ``seed``)."""
     s = cfg.shift
     if s <= 0:
         v = acc * (1 << -s)
     else:
-        q, rem = divmod(acc, 1 << s)  # floor division, 0 <= rem < 2**s
-        half = 1 << (s - 1)
-        r = cfg.rounding
-        if r is Rounding.FLOOR:
-            up = False
-        elif r is Rounding.TOWARD_ZERO:
-            up = rem != 0 and acc < 0
-        elif r is Rounding.NEAREST:
-            up = rem > half or (rem == half and acc >= 0)
-        elif r is Rounding.NEAREST_EVEN:
-            up = rem > half or (rem == half and q % 2 == 1)
-        else:
-            up = splitmix_bits(seed, index, s) < rem
-        v = q + int(up)
-    v = max(cfg.fmt_y.raw_min, min(cfg.fmt_y.raw_max, v))
+        v = shift_round_int(acc, s, cfg.rounding, lambda: splitmix_bits(seed, index, s))
+    lo, hi = cfg.fmt_y.raw_min, cfg.fmt_y.raw_max
+    if cfg.output_overflow is Overflow.WRAP:
+        v = (v - lo) % (hi - lo + 1) + lo  # the low fmt_y.width bits, two's complement if signed
+    else:
+        v = max(lo, min(hi, v))
     if activation == "relu":
         v = max(v, 0)
     return v
+
+
+def limit(v: int, cfg: LayerConfig) -> int:
+    """``v`` wrapped or clipped to BW_acc bits by the layer's overflow mode (ideal: ``v``)."""
+    if cfg.overflow is Overflow.IDEAL:
+        return v
+    return wrap(v, cfg.acc_bits) if cfg.overflow is Overflow.WRAP else saturate(v, cfg.acc_bits)
+
+
+def term(p: int, cfg: LayerConfig) -> tuple[int, int]:
+    """(value added, exact term) of an exact product ``p`` (FL_w + FL_x fraction bits): the
+    exact term is ``p`` at FL_acc, shifted left or rounded right with ``product_rounding``;
+    ``product="cast"`` adds it wrapped or clipped to BW_acc (:func:`limit`)."""
+    d = cfg.product_shift
+    q = p << d if d >= 0 else shift_round_int(p, -d, cfg.product_rounding, None)
+    return (limit(q, cfg) if cfg.product == "cast" else q), q
+
+
+def order_of(k: int, cfg: LayerConfig) -> list[int]:
+    """The input indices in the layer's order: 0..K-1, or strided:RF's k = r, r + RF, ...
+    for r = 0..RF-1 (tree: the sequential order of its leaves)."""
+    rf = cfg.reuse_factor or 1
+    return [i for r in range(rf) for i in range(r, k, rf)]
 
 
 class _Accumulator:
@@ -80,20 +101,53 @@ class _Accumulator:
         self.max_prefix = abs(bias)
         self.cfg = cfg
         self.overflows = 0
+        self.casts = 0
 
     def add(self, p: int) -> None:
-        s = self.value + p
-        self.exact += p
+        """One addition of the exact product ``p`` (:func:`term` takes it to FL_acc)."""
+        v, q = term(p, self.cfg)
+        self.casts += v != q
+        s = self.value + v
+        self.exact += q
         self.max_prefix = max(self.max_prefix, abs(self.exact))
-        mode = self.cfg.overflow
-        if mode is Overflow.IDEAL:
-            t = s
-        elif mode is Overflow.WRAP:
-            t = wrap(s, self.cfg.acc_bits)
-        else:
-            t = saturate(s, self.cfg.acc_bits)
+        t = limit(s, self.cfg)
         self.overflows += t != s
         self.value = t
+
+    def node(self, a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
+        """One adder of the tree: (register, exact) of ``a + b``, wrapped or clipped."""
+        s = a[0] + b[0]
+        t = limit(s, self.cfg)
+        self.overflows += t != s
+        e = a[1] + b[1]
+        self.max_prefix = max(self.max_prefix, abs(e))
+        return t, e
+
+    def tree(self, products: list[int]) -> None:
+        """``order="tree"``: adjacent pairs added level by level, an odd last node carried up
+        unchanged, then the bias added to the root; ``max_prefix`` = the largest |node|."""
+        nodes = []
+        for p in products:
+            v, q = term(p, self.cfg)
+            self.casts += v != q
+            nodes.append((v, q))
+        self.max_prefix = 0
+        while len(nodes) > 1:
+            pairs = [self.node(nodes[i], nodes[i + 1]) for i in range(0, len(nodes) - 1, 2)]
+            nodes = pairs + nodes[len(nodes) - len(nodes) % 2:]
+        self.value, self.exact = self.node(nodes[0], (self.value, self.exact))
+
+
+def accumulate(bias: int, products: list[int], cfg: LayerConfig) -> _Accumulator:
+    """The register of one output: ``bias`` and the exact ``products`` (in the sequential
+    order: dense k, conv channel, kernel row, kernel column) added in the layer's order."""
+    a = _Accumulator(bias, cfg)
+    if cfg.order == "tree":
+        a.tree(products)
+    else:
+        for k in order_of(len(products), cfg):
+            a.add(products[k])
+    return a
 
 
 def _finish(accs: list[_Accumulator], shape, additions: int, cfg: LayerConfig,
@@ -108,6 +162,7 @@ def _finish(accs: list[_Accumulator], shape, additions: int, cfg: LayerConfig,
         outputs_affected=sum(a.overflows > 0 for a in accs),
         max_abs_acc=max((abs(a.exact) for a in accs), default=0),
         max_abs_prefix=max((a.max_prefix for a in accs), default=0) if prefix_stats else None,
+        cast_overflows=sum(a.casts for a in accs),
     )
     return DatapathResult(y, acc, stats)
 
@@ -115,7 +170,7 @@ def _finish(accs: list[_Accumulator], shape, additions: int, cfg: LayerConfig,
 def dense(x, w, b=None, cfg: LayerConfig | None = None, *, fmt_x=None, fmt_w=None, fmt_y=None,
           acc_bits=None, overflow=None, rounding=None, activation="none", seed=None,
           prefix_stats=False) -> DatapathResult:
-    """Reference dense layer: for each (b, n), acc = bias; for k = 0..K-1: acc += x*w."""
+    """Reference dense layer: for each (b, n), acc = bias; for k in the layer's order: acc += x*w."""
     cfg, seed = call_config(cfg, activation, seed, fmt_x=fmt_x, fmt_w=fmt_w, fmt_y=fmt_y, acc_bits=acc_bits,
                             overflow=overflow, rounding=rounding)
     x, w, bias = check_operands(x, w, b, cfg, conv=False)
@@ -126,10 +181,7 @@ def dense(x, w, b=None, cfg: LayerConfig | None = None, *, fmt_x=None, fmt_w=Non
     accs = []
     for i in range(bsz):
         for j in range(n):
-            a = _Accumulator(int(bs[j]), cfg)
-            for k in range(kk):
-                a.add(int(xs[i][k]) * int(ws[k][j]))
-            accs.append(a)
+            accs.append(accumulate(int(bs[j]), [int(xs[i][k]) * int(ws[k][j]) for k in range(kk)], cfg))
     return _finish(accs, (bsz, n), bsz * n * kk, cfg, prefix_stats, activation, seed)
 
 
@@ -150,13 +202,13 @@ def conv2d(x, w, b=None, cfg: LayerConfig | None = None, *, stride=1, padding=0,
         for f in range(f_):
             for oh in range(oh_):
                 for ow in range(ow_):
-                    a = _Accumulator(int(bs[f]), cfg)
+                    products = []
                     for c in range(c_):
                         for i in range(kh):
                             for j in range(kw):
                                 ih, iw = oh * stride - padding + i, ow * stride - padding + j
                                 inside = 0 <= ih < h_ and 0 <= iw < w_
-                                a.add(int(xs[b_][c][ih][iw]) * int(ws[f][c][i][j]) if inside else 0)
-                    accs.append(a)
+                                products.append(int(xs[b_][c][ih][iw]) * int(ws[f][c][i][j]) if inside else 0)
+                    accs.append(accumulate(int(bs[f]), products, cfg))
     return _finish(accs, (bsz, f_, oh_, ow_), bsz * f_ * oh_ * ow_ * c_ * kh * kw, cfg,
                    prefix_stats, activation, seed)

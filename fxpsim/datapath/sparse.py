@@ -53,12 +53,17 @@ from numba import njit, prange
 from ..config import LayerConfig
 from ..errors import check
 from ..qformat import MAX_WIDTH, Overflow, Rounding, check_raw
-from .core import (OverflowStats, call_config, check_array, check_bias, check_int64_sums,
+from .core import (OverflowStats, call_config, check_array, check_bias, check_int64_sums, check_knobs,
                    conv_geometry, im2col, requantize)
 from .dense import lane_plan
 from .jit import requantize_one, sat_add, trunc_as, wrap_add
 
-__all__ = ["ColumnSchedule", "ENGINES", "PEStats", "SparseResult", "eie_conv2d", "eie_dense"]
+__all__ = ["ColumnSchedule", "ENGINES", "KNOBS_RUN", "PEStats", "SparseResult", "eie_conv2d", "eie_dense"]
+
+KNOBS_RUN = ("fmt_bias", "output_overflow")
+"""The knobs (:data:`fxpsim.config.KNOBS`) this engine runs off their defaults: the bias arrives in
+the accumulator format, and a wrapping output is requantized by the core; the others (FL_acc, casts,
+orders) are refused with one line (:func:`fxpsim.datapath.core.check_knobs`)."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -532,7 +537,8 @@ def _run(x, sched: ColumnSchedule, bias, cfg: LayerConfig, activation: str, engi
         n_ovf, n_aff, max_abs = int(th_stats[:, 0].sum()), int(th_stats[:, 1].sum()), int(th_stats[:, 2].max())
     stats = OverflowStats(int((active_k @ (sched.entries - sched.padding)).sum()),
                           0 if plain else n_ovf, 0 if plain else n_aff, max_abs)
-    return acc, None if stochastic else y, stats, pe
+    wrap = cfg.output_overflow is Overflow.WRAP  # the kernels' fused requantization clips
+    return acc, None if stochastic or wrap else y, stats, pe
 
 
 def eie_dense(x, schedule: ColumnSchedule, b=None, cfg: LayerConfig | None = None, *, fmt_x=None,
@@ -555,6 +561,7 @@ def eie_dense(x, schedule: ColumnSchedule, b=None, cfg: LayerConfig | None = Non
     """
     cfg, seed = call_config(cfg, activation, seed, fmt_x=fmt_x, fmt_w=fmt_w, fmt_y=fmt_y, acc_bits=acc_bits,
                             overflow=overflow, rounding=rounding)
+    check_knobs(cfg, "sparse", KNOBS_RUN)
     bias = _check_call(schedule, b, cfg, engine, lanes)
     n_in = schedule.shape[1]
     x = check_array(x, cfg.fmt_x, "x", 2, f"(batch, {n_in})", in_range=False)  # range: in _run
@@ -582,6 +589,7 @@ def eie_conv2d(x, schedule: ColumnSchedule, b=None, cfg: LayerConfig | None = No
     """
     cfg, seed = call_config(cfg, activation, seed, fmt_x=fmt_x, fmt_w=fmt_w, fmt_y=fmt_y, acc_bits=acc_bits,
                             overflow=overflow, rounding=rounding)
+    check_knobs(cfg, "sparse", KNOBS_RUN)
     bias = _check_call(schedule, b, cfg, engine, lanes)
     x = check_array(x, cfg.fmt_x, "x", 4, "(batch, channels, height, width)", in_range=False)
     check(isinstance(kernel_size, (int, np.integer)) and not isinstance(kernel_size, bool)

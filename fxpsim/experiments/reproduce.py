@@ -238,6 +238,9 @@ OTHER_ENTRIES: tuple[Entry, ...] = (
           runner="fxpsim.train.compare", quick=False,
           note="digits, but a float32 training: it repeats on one BLAS kernel, so it runs with the FULL "
                "part, not --quick"),
+    Entry("digits-cnn-qat", ("models/digits-cnn.npz", "--quiet"), _files("digits-cnn_qat", ".csv", ".md", ".png"),
+          7.0, runner="fxpsim.experiments.qat",
+          note="digits, but 54 float32 fine-tunings: they repeat on one BLAS kernel, so FULL, not --quick"),
 )
 """Reports written by a module other than ``fxpsim``'s CLI; run with the FULL part."""
 

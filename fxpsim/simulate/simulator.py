@@ -4,7 +4,9 @@ Each :class:`~.stages.Stage` takes a :class:`~fxpsim.config.LayerConfig`.
 In a stage, on integers only: weights are quantized to ``fmt_w`` (A2Q:
 shrunk to the channel bound, :func:`fxpsim.constraints.a2q_weights`), the
 bias to ``fmt_bias`` (by default the accumulator format, BW_acc bits,
-FL_acc = FL_w + FL_x; saturated there, as a bias register would be), every
+FL_acc fraction bits; saturated there, as a bias register would be) and
+then converted into the accumulator format (an exact shift with the layer's
+rounding, then saturation: :func:`fxpsim.qformat.convert`), every
 MAC goes through the accumulator with the layer's overflow mode, the
 accumulator is requantized to ``fmt_y`` and the activation applied, on the
 engine the config names (:mod:`fxpsim.datapath.engines`: dense, sparse,
@@ -155,13 +157,16 @@ class Simulator:
         return cfg
 
     def quantized_params(self, i: int, cfg: LayerConfig) -> tuple[np.ndarray, np.ndarray]:
-        """Raw weights in ``fmt_w`` and raw bias in the accumulator format of stage ``i``."""
+        """Raw weights in ``fmt_w`` and raw bias in the accumulator format of stage ``i``: quantized
+        to ``cfg.fmt_bias``, then converted into ``cfg.fmt_bias_acc`` (DESIGN.md; the same format
+        by default, then the conversion is the identity)."""
         s = self.stages[i]
         if cfg.a2q:
             w, _ = a2q_weights(s, cfg.fmt_w, cfg.fmt_x, cfg.acc_bits, cfg.rounding)
         else:
             w = quantize(s.W, cfg.fmt_w, cfg.rounding, "clip", self.seed)
-        return w, quantize(s.b, cfg.fmt_bias, cfg.rounding, "clip", self.seed)
+        b = quantize(s.b, cfg.fmt_bias, cfg.rounding, "clip", self.seed)
+        return w, convert(b, cfg.fmt_bias, cfg.fmt_bias_acc, cfg.rounding, self.seed)
 
     def stage_params(self, i: int, cfg: LayerConfig):
         """Stage ``i``'s weights as its engine stores them (``prepare``) and its raw bias."""

@@ -170,3 +170,11 @@ def build_stages(network) -> list[Stage]:
         stages.append(Stage(name, kind, W, b, int(getattr(comp, "stride", 1)), int(getattr(comp, "padding", 0)),
                             relu, tuple(post), (start, fused_end, i), in_shape, shapes[fused_end], shapes[i]))
     return stages
+
+
+def model_record(path, model):
+    """What a config records about the model it was made for (:class:`fxpsim.config.ModelRecord`):
+    ``path``'s file name, the sha256 of the model's weights, each compute layer's name and weight shape."""
+    from ..config import ModelRecord
+
+    return ModelRecord.of(path, model.network.state_dict(), [(s.name, s.W.shape) for s in build_stages(model)])

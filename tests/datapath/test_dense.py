@@ -482,10 +482,10 @@ class PathLog:
         self.spy(m, dp.jit, "_prefix_max_kernel", lambda out, *a: ("prefix", "int64"))
         real_impl, real_prefix = dp._accumulate_impl, dp._max_abs_prefix
 
-        def impl(x, w, bias, cfg, force_sequential=False):
+        def impl(x, w, bias, cfg, force_sequential=False, plan=None):
             self.calls.append((x.shape[0], w.shape[1]))
             start = len(self.events)
-            out = real_impl(x, w, bias, cfg, force_sequential)
+            out = real_impl(x, w, bias, cfg, force_sequential, plan)
             kinds = {e[0] for e in self.events[start:]}
             if cfg.overflow is not Overflow.IDEAL and not kinds & {"pays", "sequential"}:
                 self.note(("fast path", "no output at risk"))

@@ -50,9 +50,6 @@ UNMAPPED = [("AP_RND", "AP_SAT"), ("AP_RND_ZERO", "AP_SAT"), ("AP_RND_MIN_INF", 
 MIN_CASES = 10_000
 """Cases per mode pair (issue 16's target)."""
 
-_FIELDS = {f.name for f in dataclasses.fields(LayerConfig)}
-HAS_CAST = {"frac_acc", "product", "product_rounding"} <= _FIELDS
-"""LayerConfig has the issue-16 knobs FL_acc and the product cast (hls4ml's accum_t)."""
 
 # ----------------------------------------------------------------- where the tools are
 
@@ -179,8 +176,6 @@ def _acc_cases() -> list[AccCase]:
 def _cast_cases() -> list[AccCase]:
     """hls4ml's accum_t: FL_acc below (and above) FL_w + FL_x, products cast or exact, every
     product rounding (the exact form only with floor: ap_fixed's ``acc += x*w`` rounds the sum)."""
-    if not HAS_CAST:
-        return []
     rng = np.random.default_rng(SEED + 3)
     modes = [("cast", r) for r in AP_Q_MODE] + [("exact", Rounding.FLOOR)] * 2
     cases = []
@@ -425,7 +420,7 @@ def _requantize_config(fmt_acc: QFormat, fmt_y: QFormat, rounding: Rounding, ove
     """A layer whose accumulator is ``fmt_acc`` (1-bit operands with FL_x + FL_w = FL_acc)."""
     a = fmt_acc.frac_bits // 2
     b = fmt_acc.frac_bits - a
-    knobs = {"output_overflow": overflow} if "output_overflow" in _FIELDS else {}
+    knobs = {"output_overflow": overflow}
     return LayerConfig("apfixed", fmt_w=QFormat(1 - a, a), fmt_x=QFormat(1 - b, b), fmt_y=fmt_y,
                        acc_bits=fmt_acc.width, rounding=rounding, **knobs)
 
@@ -433,8 +428,6 @@ def _requantize_config(fmt_acc: QFormat, fmt_y: QFormat, rounding: Rounding, ove
 @pytest.mark.parametrize("rounding,overflow", MODE_PAIRS, ids=PAIR_IDS)
 def test_requantize_matches_ap_fixed(apfixed, rounding, overflow):
     """(c) ``ap_fixed<W_y, I_y, Q, O> y = acc`` == core.requantize == reference.requantize_one."""
-    if overflow is Overflow.WRAP and "output_overflow" not in _FIELDS:
-        pytest.skip("LayerConfig has no output_overflow: fxpsim's outputs always saturate (AP_SAT)")
     rng = np.random.default_rng(SEED + 6)
     per_pair = -(-MIN_CASES // len(REQUANTIZE_PAIRS))
     accs = [_accumulators(a, y, per_pair, rng) for a, y in REQUANTIZE_PAIRS]
@@ -512,7 +505,6 @@ def test_accumulation_matches_ap_fixed(apfixed, overflow):
     assert outputs >= MIN_CASES
 
 
-@pytest.mark.skipif(not HAS_CAST, reason="LayerConfig has no frac_acc / product knobs yet (issue 16 item 1)")
 @pytest.mark.parametrize("overflow", list(AP_O_MODE), ids=list(AP_O_MODE.values()))
 def test_cast_accumulation_matches_hls4ml_accum_t(apfixed, overflow):
     """(b) with the knobs: FL_acc != FL_w + FL_x, ``product="cast"`` with each product rounding
