@@ -27,11 +27,19 @@ import pandas as pd
 
 from .config import LayerConfig, NetworkConfig
 from .errors import FxpsimError, check
-from .modelfile import DEFAULT_MODEL, Model, load_model
+from .interop.models import read_model
+from .modelfile import DEFAULT_MODEL, Model
 from .qformat import int_bits_for, parse_overflow
 from .reports import to_csv, write_text_atomic
 from .search import accumulator_search, accumulator_table
-from .simulate import Evaluator, SimResult, Simulator, build_stages, model_record, profile
+from .simulate import (
+    Evaluator,
+    SimResult,
+    Simulator,
+    build_stages,
+    model_record,
+    profile,
+)
 from .train.data import Dataset, load_dataset, train_val_split
 
 __all__ = ["Config", "LoadedModel", "SearchResult", "SimulationResult", "calibration_split", "load",
@@ -187,7 +195,7 @@ def load(path: str | os.PathLike | None = None, *, data_dir: str | os.PathLike |
     path = Path(path)
     check(path.is_file(), f"model {path} is not a file: give a model file (.npz) such as models/digits-mlp.npz, "
                           "or no path for the shipped digits CNN")
-    return LoadedModel(path, load_model(path), data_dir, seed)
+    return LoadedModel(path, read_model(path), data_dir, seed)
 
 
 class LoadedModel:

@@ -9,20 +9,21 @@ from pathlib import Path
 
 import numpy as np
 
-from . import arg_type
 from ..config import ENGINE_OPTIONS, ModelRecord, _short
 from ..errors import FxpsimError, check
 from ..modelfile import DEFAULT_MODEL, check_architecture, check_writable, model_budget
 from ..reports import REPORTS_DIR
+from . import arg_type
 
 
 def add_model_args(p, optional: bool = False) -> None:
     """MODEL (optional: the shipped default), --data-dir, --out, --samples, --seed."""
     if optional:
         p.add_argument("model", nargs="?", default=None,
-                       help=f"model file (.npz); default: the shipped models/{DEFAULT_MODEL.name}")
+                       help=f"model file (.npz, or .onnx imported on the fly); default: the shipped "
+                            f"models/{DEFAULT_MODEL.name}")
     else:
-        p.add_argument("model", help="model file (.npz) written by `fxpsim train`")
+        p.add_argument("model", help="model file (.npz written by `fxpsim train`, or .onnx imported on the fly)")
     p.add_argument("--data-dir", default=None, help="folder with the MNIST IDX files (or $FXPSIM_DATA)")
     p.add_argument("--out", default=str(REPORTS_DIR), help="folder for reports (default: reports/)")
     p.add_argument("--seed", type=seed_type(), default=0, help="seed of the calibration sample")
@@ -47,11 +48,11 @@ def check_made_for(config, path, model, args) -> None:
 def load_model_and_data(args, config=None):
     """(path, model, dataset) for the command's MODEL, its dataset loaded as it was trained. With a
     ``config``, a config made for another model is refused first (unless ``args.force``)."""
-    from ..modelfile import load_model
+    from ..interop.models import read_model
     from ..train.data import load_dataset
 
     path = model_path(getattr(args, "model", None))
-    model = load_model(path)
+    model = read_model(path)
     check_made_for(config, path, model, args)
     meta = model.metadata
     split = meta.get("split") or {}

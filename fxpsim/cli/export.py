@@ -3,7 +3,9 @@
 ``--vectors N --out DIR``: golden vectors for an RTL testbench (:mod:`fxpsim.interop.vectors`):
 per layer the quantized weights and biases (``.mem``, ``.coe``, a C++ header), the first N test
 images' inputs, expected outputs, final accumulators and overflow counts, a manifest, and the
-Verilog PE (``fxpsim/rtl``). Each output kind is one entry of :data:`TARGETS` (a flag, and the
+Verilog PE (``fxpsim/rtl``). ``--hls4ml OUT.json``: hls4ml's per-layer config (``Precision``,
+``ReuseFactor``, ``Strategy``; :mod:`fxpsim.interop.hls4ml`), or a one-line refusal of a knob hls4ml
+computes otherwise. Each output kind is one entry of :data:`TARGETS` (a flag, and the
 function that writes it from the loaded model, data and config); the command runs every one
 the command line asks for.
 """
@@ -16,12 +18,13 @@ from . import arg_type
 from .common import int_in, load_model_and_data, seed_type
 from ..config import NetworkConfig
 from ..errors import check
+from ..interop.hls4ml import write_hls4ml_config
 from ..interop.vectors import write_vectors
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("export", help="write a model under a datapath config for other tools: golden vectors "
-                                      "and the Verilog PE for RTL testbenches")
+                                      "and the Verilog PE for RTL testbenches, hls4ml's per-layer config")
     p.add_argument("model", help="model file (.npz) written by `fxpsim train`")
     p.add_argument("--config", required=True,
                    help="per-layer datapath config (JSON written by `fxpsim search`)")
@@ -35,6 +38,9 @@ def add_parser(sub) -> None:
                         "outputs, accumulators and overflow counts")
     g.add_argument("--out", default=None, metavar="DIR",
                    help="folder for the vector files, the manifest and the Verilog (created if missing)")
+    p.add_argument("--hls4ml", default=None, metavar="OUT.json",
+                   help="write hls4ml's per-layer config (Precision, ReuseFactor, Strategy) that computes "
+                        "what fxpsim computes (docs: fxpsim.interop.hls4ml)")
     p.set_defaults(func=run)
 
 
@@ -46,7 +52,11 @@ def _vectors(args, path, model, data, config) -> list[Path]:
                          dataset=data.name, seed=args.seed)
 
 
-TARGETS = (("vectors", _vectors),)
+def _hls4ml(args, path, model, data, config) -> list[Path]:
+    return [write_hls4ml_config(args.hls4ml, model, config, model_file=path)]
+
+
+TARGETS = (("vectors", _vectors), ("hls4ml", _hls4ml))
 """(argument, writer(args, model path, model, dataset, config) -> paths written) per output kind."""
 
 
@@ -56,7 +66,7 @@ def run(args) -> int:
     check(args.out is None or args.vectors is not None,
           "--out DIR is where --vectors N writes: add --vectors N")
     check(any(getattr(args, name) is not None for name, _ in TARGETS),
-          "nothing to export: give --vectors N --out DIR")
+          "nothing to export: give --vectors N --out DIR, or --hls4ml OUT.json")
     config = NetworkConfig.load(args.config)  # a bad file fails before the model loads
     path, model, data = load_model_and_data(args)
     for name, write in TARGETS:

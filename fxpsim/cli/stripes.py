@@ -22,17 +22,39 @@ import re
 import time
 from pathlib import Path
 
-from . import arg_type
-from .common import (built, calibration_set, check_made_for, check_out_dir, load_model_and_data, model_path,
-                     model_record, samples_type, seed_type, stem_for, stem_type, whole)
 from ..config import NetworkConfig, _short
 from ..errors import FxpsimError, check
 from ..experiments.stripes import TOLERANCES, StripesStudy, plot_speedups, run_study
-from ..modelfile import load_model
+from ..interop.models import read_model
 from ..qformat import MAX_WIDTH
-from ..reports import REPORTS_DIR, format_table, model_provenance, save_figure, write_table
-from ..timing.stripes import AcceleratorConfig, parse_profile, parse_shapes, shapes_from_network
-
+from ..reports import (
+    REPORTS_DIR,
+    format_table,
+    model_provenance,
+    save_figure,
+    write_table,
+)
+from ..timing.stripes import (
+    AcceleratorConfig,
+    parse_profile,
+    parse_shapes,
+    shapes_from_network,
+)
+from . import arg_type
+from .common import (
+    built,
+    calibration_set,
+    check_made_for,
+    check_out_dir,
+    load_model_and_data,
+    model_path,
+    model_record,
+    samples_type,
+    seed_type,
+    stem_for,
+    stem_type,
+    whole,
+)
 
 MAX_TOLERANCES = 8
 """Most accuracy losses one run searches (each is a whole search: 0 and 1 % take most of a run)."""
@@ -135,7 +157,7 @@ def run(args) -> int:
                 calibration = calibration_set(model, data, args.samples, args.seed)
         else:
             path = model_path(args.model)
-            model = load_model(path)
+            model = read_model(path)
             check_made_for(config, path, model, args)
         record = model_record(path, model)
         shapes = shapes_from_network(model)

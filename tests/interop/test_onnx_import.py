@@ -264,6 +264,15 @@ def test_import_cli_writes_model_and_config_and_eval_runs_it(tmp_path, capsys, d
                                   direct.network.forward(direct.preprocess.apply(x)))
     assert main(["eval", str(out), "--config", str(cfg_file), "--images", "100"]) == 0
     assert "fixed-point accuracy" in capsys.readouterr().out
+    # the .onnx file itself as MODEL: imported on the fly, the same numbers as its imported .npz
+    raw = tmp_path / "q_raw.npz"
+    assert main(["import", src, "--out", str(raw)]) == 0
+    capsys.readouterr()
+    runs = []
+    for model_arg in (str(raw), src):
+        assert main(["eval", model_arg, "--config", str(config_path(raw)), "--images", "100"]) == 0
+        runs.append([ln for ln in capsys.readouterr().out.splitlines() if "accuracy" in ln])
+    assert runs[0] and runs[0] == runs[1]
 
 
 # --------------------------------------------------------------------------- refusals

@@ -40,7 +40,7 @@ class Layer:
 
     def _add_param(self, name: str, value: np.ndarray) -> None:
         self.params[name] = value
-        self.grads[name] = np.zeros_like(value)
+        self.grads[name] = np.zeros(value.shape, value.dtype)  # untouched pages until training writes them
 
     def _set_grad(self, name: str, value: np.ndarray) -> None:
         self.grads[name][...] = value
