@@ -240,6 +240,9 @@ def candidates(constraint: str, layer: LayerRanges, acc_bits: int,
 
 def min_acc_bits(constraint: str, layer: LayerRanges, max_bits: int = MAX_OPERAND_BITS) -> int:
     """The narrowest BW_acc with at least one eligible solution for ``layer``."""
+    check(bool(np.any(layer.stage.W)), f"layer {layer.name}: every weight is 0, so no weight format has a value "
+                                       "to hold and no accumulator is needed: give a trained model (this one's "
+                                       "weights were zeroed or pruned away)")
     for bits in range(1, MAX_WIDTH + 1):
         if candidates(constraint, layer, bits, max_bits):
             return bits

@@ -324,7 +324,7 @@ def quantize(x, fmt: QFormat, rounding: str | Rounding = Rounding.NEAREST_EVEN,
     fmt = QFormat.parse(fmt)
     rounding = parse_rounding(rounding)
     overflow = parse_overflow(overflow, allow_ideal=False)
-    scaled = _scale_exact(np.asarray(x, dtype=np.float64), fmt.frac_bits, rounding)
+    scaled = _scale_exact(_real_values(x), fmt.frac_bits, rounding)
     if rounding is Rounding.NEAREST_EVEN:
         r = np.rint(scaled)
     elif rounding is Rounding.NEAREST:
@@ -347,11 +347,36 @@ def quantize(x, fmt: QFormat, rounding: str | Rounding = Rounding.NEAREST_EVEN,
     return wrap_raw(r.astype(np.int64), fmt)
 
 
+def _real_values(x) -> np.ndarray:
+    """``x`` as float64, refusing what is not a real number (complex, bool, strings, objects)
+    instead of casting it: ``np.asarray(["1.5"], float)`` would parse, complex would drop its imaginary part."""
+    a = np.asarray(x)
+    check(a.dtype.kind in "fiu",
+          f"quantize takes real numbers (int or float arrays), not {a.dtype} ({_kind_name(a.dtype)}): "
+          "convert the values to floats first")
+    return a.astype(np.float64, copy=False)
+
+
+def _kind_name(dtype) -> str:
+    return {"c": "complex", "b": "bool", "U": "strings", "S": "bytes", "O": "objects", "M": "datetimes",
+            "m": "timedeltas"}.get(dtype.kind, "not numbers")
+
+
 def dequantize(raw, fmt: QFormat) -> np.ndarray:
     """Raw integers -> float64 values ``raw * 2**-frac_bits``: exact for |raw| <= 2**53, else
-    rounded to nearest even (int64 -> float64), while the value is a normal double."""
+    rounded to nearest even (int64 -> float64), while the value is a normal double. Raw values
+    are whole numbers (an int array, or floats that are whole); 1.7 is refused, not truncated."""
     fmt = QFormat.parse(fmt)
-    return np.ldexp(np.asarray(raw, dtype=np.int64).astype(np.float64), -fmt.frac_bits)
+    a = np.asarray(raw)
+    if a.dtype.kind == "f":
+        whole = np.isfinite(a) & (a == np.floor(a)) & (np.abs(a) <= 2.0**63 - 1024)
+        if not whole.all():
+            raise FxpsimError(f"dequantize takes raw integers, got {float(a[~whole].flat[0])!r}: raw values are "
+                              "whole numbers (quantize() gives them); to convert a float value use quantize")
+    else:
+        check(a.dtype.kind in "iu", f"dequantize takes raw integers, not {a.dtype} ({_kind_name(a.dtype)}): "
+                                    "give the int64 raw values quantize() returns")
+    return np.ldexp(a.astype(np.int64).astype(np.float64), -fmt.frac_bits)
 
 
 def _check_shift(shift) -> int:

@@ -370,3 +370,26 @@ def test_shift_round_stochastic_equals_the_datapath_requantize(s, seed, data):
     cfg = LayerConfig("l", QFormat(32 - s, s), QFormat(30, 0), QFormat(62, 0), acc_bits=62,
                       rounding="stochastic")
     np.testing.assert_array_equal(requantize(acc, cfg, "none", seed), shift_round(acc, s, "stochastic", seed))
+
+
+@pytest.mark.parametrize("value,kind", [(np.array([1 + 2j]), "complex"), (["1.5"], "strings"), ("1.5", "strings"),
+                                        ([True], "bool"), (np.array([b"1"]), "bytes"),
+                                        (np.array([None], dtype=object), "objects"),
+                                        (np.array(["2020-01-01"], dtype="datetime64[D]"), "datetimes")])
+def test_quantize_refuses_what_is_not_a_real_number(value, kind):
+    """Complex input is not cast (its imaginary part dropped), numeric strings are not parsed (issue 14)."""
+    with pytest.raises(FxpsimError, match=f"quantize takes real numbers .*\\({kind}\\)"):
+        quantize(value, QFormat(4, 4))
+
+
+@pytest.mark.parametrize("raw", [[1.7], [-0.5], [float("nan")], [float("inf")], [2.0**64], [True], ["3"]])
+def test_dequantize_refuses_what_is_not_a_raw_integer(raw):
+    """dequantize([1.7]) used to truncate to raw 1 silently (issue 14)."""
+    with pytest.raises(FxpsimError, match="dequantize takes raw integers"):
+        dequantize(raw, QFormat(4, 4))
+
+
+def test_dequantize_takes_whole_floats_and_ints_exactly():
+    assert dequantize(np.array([2.0, -3.0]), QFormat(4, 4)).tolist() == [0.125, -0.1875]
+    assert dequantize(np.array([-(1 << 62)], dtype=np.int64), QFormat(1, 61)).tolist() == [-2.0]
+    assert dequantize(np.array([255], dtype=np.uint8), QFormat(8, 0, signed=False)).tolist() == [255.0]

@@ -227,3 +227,15 @@ def test_a_shared_evaluator_equals_a_fresh_one_on_every_config_a_search_visits()
             assert s_st == f_st
         for i, seen in values.items():
             assert seen == {fresh.accuracy(config) if i is None else fresh.layer_error(config, i)}
+
+
+def test_all_zero_weights_are_named_not_an_impossible_accumulator(tmp_path, capsys):
+    """A model whose weights are all 0 used to read "no accumulator up to 62 bits admits a solution" (issue 14)."""
+    m = load_model(Path(__file__).resolve().parents[1] / "models" / "digits-cnn.npz")
+    for layer in m.network.layers:
+        if "W" in getattr(layer, "params", {}):
+            layer.params["W"][...] = 0
+    save_model(tmp_path / "zero.npz", m)
+    assert main(["search", str(tmp_path / "zero.npz"), "--acc-bits", "16", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "every weight is 0" in err and "trained model" in err

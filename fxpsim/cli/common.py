@@ -252,7 +252,7 @@ def checked_network(arch: str, input_shape, n_classes: int, what: str = "--arch"
     gradients and buffers exceed the model budget (:func:`fxpsim.modelfile.model_budget`) or memory."""
     from ..network import build_network
 
-    net = built(what, arch, lambda: build_network(arch, tuple(input_shape), n_classes))
+    net = built(what, arch, lambda: build_network(arch, tuple(input_shape), n_classes, max_bytes=model_budget()))
     try:
         check_architecture(net.to_config(), model_budget())
     except FxpsimError as exc:

@@ -12,7 +12,7 @@ from .spec import parse_spec, resolve_spec
 
 
 def build_network(arch_or_spec: str, input_shape: tuple[int, ...], n_classes: int, seed: int = 0,
-                  init: str = "he", dtype=DEFAULT_DTYPE) -> Network:
+                  init: str = "he", dtype=DEFAULT_DTYPE, max_bytes: int | None = None) -> Network:
     """A freshly initialised network from an architecture name or a spec string.
 
     The last fc layer must have ``n_classes`` outputs and the network must end
@@ -33,6 +33,13 @@ def build_network(arch_or_spec: str, input_shape: tuple[int, ...], n_classes: in
             f"architecture spec {spec!r} ends with fc{dense[-1].n_out} but the data has {n_classes} classes: "
             f"make the last fc fc{n_classes}"
         )
+    if max_bytes is not None:  # before init writes a page: the zero arrays so far are only reserved
+        need = sum(2 * a.nbytes for layer in layers for a in layer.params.values())
+        need += sum(a.nbytes for layer in layers for a in layer.buffers.values())
+        if need > max_bytes:
+            raise FxpsimError(f"architecture spec {spec!r} needs {need / 2**30:.3g} GiB of parameters and "
+                              f"gradients, more than the {max_bytes / 2**30:.3g} GiB model budget: choose "
+                              "smaller layers (or raise $FXPSIM_MAX_MODEL_BYTES)")
     init_seq, dropout_seq = np.random.SeedSequence(seed).spawn(2)
     rng = np.random.default_rng(init_seq)
     for layer in layers:

@@ -211,3 +211,18 @@ def test_cli_train_bad_checksum_mnist_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert status != 0 and err.count("\n") == 1 and "has md5" in err and "expected f68b3c2d" in err
     assert not (tmp_path / "m.npz").exists()
+
+
+def test_cli_train_refuses_an_architecture_over_the_budget_before_init(tmp_path, capsys):
+    """fc10000000 on 8x8 digits: 5.6 GiB of weights and gradients, refused before init touches a page
+    (the zero arrays are only reserved), not trained into swap or refused after (issue 14)."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    argv = ["train", "--arch", "fc10000000-fc10", "--dataset", "digits", "--epochs", "1",
+            "--out", str(tmp_path / "m.npz")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "5.59 GiB" in err and "model budget" in err
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200 << 10  # KiB: < 200 MiB more
+    assert not any(tmp_path.iterdir())
