@@ -129,19 +129,25 @@ def quantized_bias(layer, fmt_w: QFormat, fmt_x: QFormat, acc_bits: int,
     return quantize(layer.b, QFormat(acc_bits - fl, fl), rounding, "clip")
 
 
+def max_abs_raw(fmt: QFormat) -> int:
+    """Largest |raw| of ``fmt``: the most negative code when signed, the largest when unsigned (0 for
+    neither: an unsigned format's raw_min is 0, which made every bound divide by zero or read 0)."""
+    return max(-fmt.raw_min, fmt.raw_max)
+
+
 def worst_case_acc(layer: LayerRanges, fmt_w: QFormat, fmt_x: QFormat, acc_bits: int,
                    actual_weights: bool, l1: np.ndarray | None = None) -> int:
     """Largest |acc| raw over all inputs in ``fmt_x``: worst-case or actual weights.
 
     ``l1``: the channels' raw-weight L1 norms if already known for ``fmt_w``.
     """
-    x_max = -fmt_x.raw_min  # the most negative input has the largest magnitude
+    x_max = max_abs_raw(fmt_x)  # signed: the most negative input has the largest magnitude
     b = np.abs(quantized_bias(layer, fmt_w, fmt_x, acc_bits)).tolist()
     if actual_weights:
         if l1 is None:
             l1 = _channel_l1(quantized_weights(layer, fmt_w), layer.kind)
         return max(n * x_max + bc for n, bc in zip(l1.tolist(), b))
-    return layer.fan_in * (-fmt_w.raw_min) * x_max + max(b)
+    return layer.fan_in * max_abs_raw(fmt_w) * x_max + max(b)
 
 
 def paper_sum(constraint: str, layer: LayerRanges, acc_bits: int, fmt_w: QFormat | None = None) -> int:
@@ -164,7 +170,7 @@ def a2q_weights(layer, fmt_w: QFormat, fmt_x: QFormat, acc_bits: int,
     """
     w = quantized_weights(layer, fmt_w, rounding)
     b = np.abs(quantized_bias(layer, fmt_w, fmt_x, acc_bits, rounding))
-    x_max = -fmt_x.raw_min
+    x_max = max_abs_raw(fmt_x)
     bound = np.maximum(((1 << (acc_bits - 1)) - 1 - b) // x_max, 0)
     l1 = _channel_l1(w, layer.kind)
     bad = l1 > bound
@@ -230,7 +236,7 @@ def candidates(constraint: str, layer: LayerRanges, acc_bits: int,
                     break
                 l1 = _channel_l1(w, layer.kind).astype(object)
                 b = np.abs(quantized_bias(layer, fmt_w, fmt_x, acc_bits)).astype(object)
-                best = Candidate(constraint, fmt_w, fmt_x, int(max(l1 * (-fmt_x.raw_min) + b)),
+                best = Candidate(constraint, fmt_w, fmt_x, int(max(l1 * max_abs_raw(fmt_x) + b)),
                                  int(bad.sum()))
         if best is not None and (best_d_prev is None or best.bw_d > best_d_prev):
             out.append(best)  # Pareto-maximal: more data bits than any wider-weight pair

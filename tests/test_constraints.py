@@ -124,3 +124,20 @@ def test_solution_space_classifies_every_pair():
     assert len(opt) and opt["act_w_safe"].all()
     assert {(c.bw_w, c.bw_d) for c in candidates("act-y", layer, 16, 10)} == set(
         map(tuple, df[df["act_y"]][["bw_w", "bw_d"]].values.tolist()))
+
+
+@settings(max_examples=30, deadline=None)
+@given(dense_layer_st(max_k=16, max_n=4), st.integers(2, 8), st.integers(0, 6), st.integers(10, 30))
+def test_unsigned_inputs_bound_the_accumulator_too(layer, x_bits, x_frac, acc_bits):
+    """An unsigned fmt_x (raw_min 0) used to give a worst case of 0 and an A2Q bound divided by 0:
+    the bound must hold for the largest unsigned input, checked exhaustively on the worst inputs."""
+    fmt_x = QFormat(x_bits - x_frac, x_frac, signed=False)
+    fmt_w = QFormat(2, 6)
+    w = quantized_weights(layer, fmt_w)
+    exact = int(np.abs(w).sum(0).max()) * fmt_x.raw_max
+    assert worst_case_acc(layer, fmt_w, fmt_x, 62, actual_weights=True) >= exact
+    assert worst_case_acc(layer, fmt_w, fmt_x, 62, actual_weights=False) >= exact
+    shrunk, _ = a2q_weights(layer, fmt_w, fmt_x, acc_bits)
+    x = np.where(shrunk.T > 0, fmt_x.raw_max, 0).astype(np.int64)  # each column's most positive input
+    x = np.vstack([x, np.where(shrunk.T < 0, fmt_x.raw_max, 0)]).astype(np.int64)
+    assert _overflows(x, shrunk, quantized_bias(layer, fmt_w, fmt_x, acc_bits), fmt_x, fmt_w, acc_bits) == 0
