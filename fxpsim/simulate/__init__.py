@@ -16,8 +16,9 @@
 from .evaluator import Evaluator
 from .profiling import LayerProfile, config_from_profile, data_ranges, profile
 from .simulator import Comparison, LayerStats, SimResult, Simulator, StageAgreement, convert_raw, simulate
+from .plan import Plan, PlanOutput
 from .stages import COMPUTE_KINDS, Stage, build_stages, model_record
 
-__all__ = ["COMPUTE_KINDS", "Comparison", "Evaluator", "LayerProfile", "LayerStats", "SimResult", "Simulator",
-           "Stage", "StageAgreement", "build_stages", "config_from_profile", "convert_raw", "data_ranges",
-           "model_record", "profile", "simulate"]
+__all__ = ["COMPUTE_KINDS", "Comparison", "Evaluator", "LayerProfile", "LayerStats", "Plan", "PlanOutput",
+           "SimResult", "Simulator", "Stage", "StageAgreement", "build_stages", "config_from_profile",
+           "convert_raw", "data_ranges", "model_record", "profile", "simulate"]

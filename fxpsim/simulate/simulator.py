@@ -30,6 +30,7 @@ from ..datapath.core import check_prefix_flag
 from ..datapath.engines import ENGINES, DenseEngine, EngineResult
 from ..errors import check
 from ..qformat import QFormat, Rounding, convert, dequantize, quantize
+from .plan import Plan
 from .post import post_int
 from .stages import Stage, build_stages
 
@@ -252,6 +253,12 @@ class Simulator:
                 result.float_accuracy = float(np.mean(float_logits.argmax(axis=1) == yy))
             results.append(result)
         return results, equal
+
+    def compile(self, config: NetworkConfig, max_batch: int = 256, parallel: bool = True) -> Plan:
+        """``config`` checked and its weights quantized once, buffers for ``max_batch`` images: a
+        :class:`~.plan.Plan`, callable per image or batch, bit-identical to :meth:`simulate` with
+        ``batch_size=max_batch``."""
+        return Plan(self, config, max_batch, parallel)
 
 
 @dataclass(frozen=True, slots=True)
