@@ -38,6 +38,8 @@ def add_parser(sub) -> None:
                         "outputs, accumulators and overflow counts")
     g.add_argument("--out", default=None, metavar="DIR",
                    help="folder for the vector files, the manifest and the Verilog (created if missing)")
+    p.add_argument("--force", action="store_true",
+                   help="export under a --config made for another model (its recorded weights or layers differ)")
     p.add_argument("--hls4ml", default=None, metavar="OUT.json",
                    help="write hls4ml's per-layer config (Precision, ReuseFactor, Strategy) that computes "
                         "what fxpsim computes (docs: fxpsim.interop.hls4ml)")
@@ -68,9 +70,9 @@ def run(args) -> int:
     check(any(getattr(args, name) is not None for name, _ in TARGETS),
           "nothing to export: give --vectors N --out DIR, or --hls4ml OUT.json")
     config = NetworkConfig.load(args.config)  # a bad file fails before the model loads
-    path, model, data = load_model_and_data(args)
+    path, model, data = load_model_and_data(args, config)  # a config made for another model is refused
     for name, write in TARGETS:
         if getattr(args, name) is not None:
             written = [Path(p) for p in write(args, path, model, data, config)]
-            print(f"{name}: wrote {len(written)} files to {written[-1].parent} (the last: {written[-1].name})")
+            print(f"{name}: wrote {len(written)} file{'s' if len(written) != 1 else ''} to {written[-1].parent} (the last: {written[-1].name})")
     return 0

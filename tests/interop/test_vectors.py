@@ -278,6 +278,22 @@ def test_refusals(exported, tmp_path, capsys):
     assert not (tmp_path / "o" / "manifest.json").exists()
 
 
+def test_a_config_made_for_another_model_is_refused_unless_forced(exported, tmp_path, capsys):
+    """export checks the config's model record like eval: a config recording other weights is refused
+    before anything is written, and runs with --force."""
+    from fxpsim.config import ModelRecord
+
+    config = NetworkConfig.load(exported[0] / "cfg.json")
+    other = ModelRecord("other.npz", "0" * 64, tuple((c.name, (1,)) for c in config))
+    cfg = config.for_model(other).save(tmp_path / "other.json")
+    args = [str(MLP), "--config", str(cfg), "--vectors", "2", "--out", str(tmp_path / "v")]
+    err = _refused(capsys, args)
+    assert "made for the model other.npz" in err and "--force" in err
+    assert not (tmp_path / "v").exists()
+    assert main(["export", *args, "--force"]) == 0
+    assert "vectors: wrote" in capsys.readouterr().out and (tmp_path / "v" / "manifest.json").is_file()
+
+
 def test_manifest_refusals(tmp_path):
     with pytest.raises(FxpsimError, match="not a file"):
         V.read_manifest(tmp_path)
