@@ -160,6 +160,12 @@ def paper_sum(constraint: str, layer: LayerRanges, acc_bits: int, fmt_w: QFormat
     return acc_bits - math.floor(math.log2(r)) + il_w if r > 0 else acc_bits + il_w
 
 
+def a2q_l1_bound(b_abs: np.ndarray, fmt_x: QFormat, acc_bits: int) -> np.ndarray:
+    """Per output channel, the largest raw-weight L1 norm that cannot overflow BW_acc (Colbert et al.
+    2023): ``floor((2**(BW_acc-1) - 1 - |b_c|) / x_max)``, at least 0; ``x_max`` = :func:`max_abs_raw`."""
+    return np.maximum(((1 << (acc_bits - 1)) - 1 - b_abs) // max_abs_raw(fmt_x), 0)
+
+
 def a2q_weights(layer, fmt_w: QFormat, fmt_x: QFormat, acc_bits: int,
                 rounding="nearest-even") -> tuple[np.ndarray, np.ndarray]:
     """Raw weights of ``layer`` (a Stage or LayerRanges) with every channel's L1 norm within the A2Q
@@ -170,8 +176,7 @@ def a2q_weights(layer, fmt_w: QFormat, fmt_x: QFormat, acc_bits: int,
     """
     w = quantized_weights(layer, fmt_w, rounding)
     b = np.abs(quantized_bias(layer, fmt_w, fmt_x, acc_bits, rounding))
-    x_max = max_abs_raw(fmt_x)
-    bound = np.maximum(((1 << (acc_bits - 1)) - 1 - b) // x_max, 0)
+    bound = a2q_l1_bound(b, fmt_x, acc_bits)
     l1 = _channel_l1(w, layer.kind)
     bad = l1 > bound
     if np.any(bad):

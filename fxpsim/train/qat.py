@@ -51,7 +51,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from ..config import NetworkConfig
-from ..constraints import _channel_l1
+from ..constraints import _channel_l1, a2q_l1_bound, max_abs_raw
 from ..errors import check
 from ..graph.layers import as_float
 from ..modelfile import Model
@@ -86,16 +86,14 @@ def _bias_in_acc(b_raw: np.ndarray, cfg) -> np.ndarray:
     return convert(b_raw, cfg.fmt_bias, acc_fmt) if acc_fmt != cfg.fmt_bias else np.asarray(b_raw, np.int64)
 
 
-def x_max(fmt_x: QFormat) -> int:
-    """The largest |raw input| of ``fmt_x`` (signed: 2**(BW-1); unsigned: 2**BW - 1)."""
-    return max(-fmt_x.raw_min, fmt_x.raw_max)
+x_max = max_abs_raw
+"""The largest |raw input| of ``fmt_x`` (signed: 2**(BW-1); unsigned: 2**BW - 1)."""
 
 
 def a2q_bound(b_raw: np.ndarray, cfg) -> np.ndarray:
-    """Per output channel, the largest raw-weight L1 norm that cannot overflow (Colbert et al. 2023):
-    ``floor((2**(BW_acc-1) - 1 - |b_c|) / x_max)``, at least 0 (int64)."""
-    b = np.abs(_bias_in_acc(b_raw, cfg)).astype(np.int64)
-    return np.maximum((cfg.acc_max - b) // x_max(cfg.fmt_x), 0)
+    """Per output channel, the A2Q L1 bound (:func:`fxpsim.constraints.a2q_l1_bound`) of the layer's
+    bias in the accumulator format (int64)."""
+    return a2q_l1_bound(np.abs(_bias_in_acc(b_raw, cfg)).astype(np.int64), cfg.fmt_x, cfg.acc_bits)
 
 
 def _check_acc_aware(config: NetworkConfig) -> None:
