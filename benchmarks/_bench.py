@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fxpsim.reports import write_text_atomic  # noqa: E402
+from fxpsim.tables import write_text_atomic  # noqa: E402
 
 COLUMNS = ["benchmark", "case", "seconds", "baseline_seconds", "ratio"]
 

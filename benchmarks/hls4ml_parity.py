@@ -1,7 +1,7 @@
 """hls4ml parity: fxpsim against hls4ml's C simulation, output for output (issue 16, item 3).
 
     pip install -e .[hls]            # hls4ml, torch==2.13.0 (the CPU build); g++ on PATH
-    python benchmarks/hls4ml_parity.py [--repeats 3] [--single N] [--keep DIR] [--only mlp|cnn]
+    python benchmarks/hls4ml_parity.py [--repeats 3] [--single N] [--keep DIR] [--only mlp|cnn] [--case TEXT]
 
 For the shipped digits MLP and CNN, each case (:func:`cases`) is exported with
 :mod:`fxpsim.interop.hls4ml`, built in hls4ml from a PyTorch module of the exported weights,
@@ -36,8 +36,8 @@ from fxpsim.cli.common import calibration_set  # noqa: E402
 from fxpsim.interop import hls4ml as export  # noqa: E402
 from fxpsim.modelfile import load_model  # noqa: E402
 from fxpsim.qformat import QFormat, dequantize, int_bits_for, quantize  # noqa: E402
-from fxpsim.reports import format_table, model_provenance, write_table  # noqa: E402
-from fxpsim.simulate import Simulator, config_from_profile, convert_raw, profile  # noqa: E402
+from fxpsim.tables import format_table, model_provenance, write_table  # noqa: E402
+from fxpsim.simulate import Simulator, config_from_profile, profile  # noqa: E402
 from fxpsim.train.data import load_dataset  # noqa: E402
 
 MODELS = {"mlp": "digits-mlp.npz", "cnn": "digits-cnn.npz"}
@@ -56,25 +56,26 @@ test split quantized as fxpsim feeds its first layer (float64), against `Simulat
 same config: `outputs_equal` of `outputs` logits. `float_input_equal`: hls4ml fed the preprocessed
 float64 images instead (its input_t cast quantizes them). `fxpsim_overflows`: accumulator additions
 that overflowed in fxpsim (all layers); `cast_overflows`: products that their cast into accum_t
-changed; `float_beyond_fmt_y`: float-model outputs beyond fmt_y (what
+changed (`LayerStats.cast_overflows`, summed); `float_beyond_fmt_y`: float-model outputs beyond fmt_y (what
 result_t wraps or saturates).
 
 Cases (8-bit weights and data from a calibration profile, `product="cast"` everywhere, hls4ml's
 datapath): wide = 32-bit accumulators, FL_acc = FL_w + FL_x; narrow = FL_acc = FL_w + FL_x - 4 and 2
 integer bits fewer than the profiled accumulators need; Resource = narrow sat with `order="strided:RF"`
 where hls4ml takes that ReuseFactor (else strided:1); result_t = wide accumulators, every fmt_y 2
-integer bits narrower. In the CNN, conv2 (16 channels, 3x3) and fc1 (after the flattened conv2) saturate
-only in accumulators no sum can overflow (`note`): hls4ml's tensors are channels-last, so it adds their
-products in (row, column, channel) order, fxpsim in (channel, row, column), and the export refuses them
-saturating otherwise. The last CNN row shows what that refusal prevents: both exported as wrap, their
-accum_t patched to AP_SAT (the one row built around the export). Checked by hand, not in this run:
-with one of the two saturating alone, fxpsim with that layer's products added in channels-last order
-(its inputs and weights permuted) reproduces hls4ml 4500/4500, where the plain run agrees on
-1394 (conv2) and 291 (fc1).
+integer bits narrower. In the CNN, conv2 (16 channels, 3x3) and fc1 (after the flattened conv2) are added by
+hls4ml in its channels-last (row, column, channel) order: the rows without ", channels-last" keep fxpsim's
+(channel, row, column) order and saturate there only in accumulators no sum can overflow (`note`; the export
+refuses them saturating otherwise); the rows ", channels-last" are the same case with the knob
+`order="channels-last:16"` (Resource: `channels-last:16+strided:RF`) on both, at the case's own narrow
+accumulators. The last CNN row shows what the export's refusal prevents: both layers in fxpsim's order,
+exported as wrap, their accum_t patched to AP_SAT (the one row built around the export). `plan_equal`: the
+compiled plan's logits equal to `Simulator.simulate`'s.
 
 Speeds, us per image: batched = one call on the 450 images (median of the repeats); single = one image
-per call. fxpsim: `Simulator.simulate` from dataset images (preprocessing, quantization and the float
-trace included); hls4ml: `predict` on the quantized inputs. compile_s: hls4ml's `compile()`.
+per call. fxpsim: `plan` = `Simulator(model).compile(config)` (built once, untimed) called on dataset
+images, `simulate` = `Simulator.simulate` (both with preprocessing and quantization; simulate also the
+float trace and statistics); hls4ml: `predict` on the quantized inputs. compile_s: hls4ml's `compile()`.
 """
 
 
@@ -105,6 +106,18 @@ def _order_free(config, sim):
         if cfg.overflow.value == "clip" and export.order_differs(stage, sim.stages[i - 1] if i else None):
             config = config.with_layer(i, acc_bits=export.saturation_free_acc_bits(sim, i, cfg))
     return config
+
+
+def _channels_last(config, sim):
+    """hls4ml's own order on every layer it adds channels-last (:func:`~fxpsim.interop.hls4ml.hls4ml_channels`):
+    ``channels-last:C``, strided over it where the layer is strided; None when no layer is."""
+    changed = False
+    for i, (stage, cfg) in enumerate(zip(sim.stages, config)):
+        c = export.hls4ml_channels(stage, sim.stages[i - 1] if i else None)
+        if c is not None:
+            rf = f"+{cfg.order}" if cfg.order.startswith("strided") else ""
+            config, changed = config.with_layer(i, order=f"channels-last:{c}{rf}"), True
+    return config if changed else None
 
 
 def _strided(config, sim, rf):
@@ -149,6 +162,11 @@ def cases(sim, prof):
             note = "; ".join(filter(None, [note, "orders " + ", ".join(
                 f"{c.name} {c.order}" for c in fixed)]))
         rows.append((name, fixed, note, None))
+    for name, cfg in out:  # saturating, in hls4ml's channels-last order (the knob): no saturation-free bits
+        cl = _channels_last(cfg, sim) if any(c.overflow.value == "clip" for c in cfg) else None
+        if cl is not None:
+            rows.append((f"{name}, channels-last", cl, "; ".join(
+                f"{c.name} {c.order}" for c in cl if c.order.startswith("channels-last")), None))
     cfg = narrow.with_all(overflow="clip")
     differ = [c.name for i, c in enumerate(cfg) if export.order_differs(sim.stages[i], sim.stages[i - 1] if i else None)]
     if differ:  # what the export's refusal prevents: those layers saturating in hls4ml's order
@@ -238,24 +256,18 @@ def _median_us(fn, images: int, repeats: int) -> float:
     return float(np.median(times)) / images * 1e6
 
 
-def cast_overflows(sim, cfg, x) -> int:
-    """Products whose cast into accum_t changed them, over all layers (the stages run one by one as
-    ``Simulator.simulate`` runs them: its per-layer statistics do not sum this count)."""
-    h, total = quantize(sim.prepare(x), cfg[0].fmt_x, cfg[0].rounding, "clip", sim.seed), 0
-    for i, c in enumerate(cfg):
-        if i:
-            h = convert_raw(h, cfg[i - 1].fmt_y, c.fmt_x, c.rounding, sim.seed)
-        _, h, stats = sim.run_stage(i, h, c)
-        total += int(stats.cast_overflows)
-    return total
-
-
 def speeds(sim, cfg, x, hm, xin, repeats: int, single: int) -> dict:
-    """us per image of fxpsim and hls4ml, batched (median of ``repeats``) and one image per call."""
-    return {"fxpsim_batched_us": _median_us(lambda: sim.simulate(x, cfg), len(x), repeats),
+    """us per image, batched (median of ``repeats``) and one image per call: fxpsim's compiled plan
+    (``Simulator.compile``, built once outside the timing; checked equal to ``simulate`` by the
+    caller), ``Simulator.simulate``, and hls4ml's ``predict``."""
+    plan = sim.compile(cfg, max_batch=len(x))
+    plan(x[:1]), plan(x)  # warm: Numba's kernels load from the cache on their first call
+    return {"plan_batched_us": _median_us(lambda: plan(x), len(x), repeats),
+            "simulate_batched_us": _median_us(lambda: sim.simulate(x, cfg), len(x), repeats),
             "hls4ml_batched_us": _median_us(lambda: hm.predict(xin), len(x), repeats),
-            "fxpsim_single_us": _median_us(lambda: [sim.simulate(x[i:i + 1], cfg) for i in range(single)],
-                                           single, 1),
+            "plan_single_us": _median_us(lambda: [plan(x[i]) for i in range(single)], single, 1),
+            "simulate_single_us": _median_us(lambda: [sim.simulate(x[i:i + 1], cfg) for i in range(single)],
+                                             single, 1),
             "hls4ml_single_us": _median_us(lambda: [hm.predict(xin[i:i + 1]) for i in range(single)], single, 1)}
 
 
@@ -273,6 +285,8 @@ def run_model(key: str, args, workdir: Path) -> list[dict]:
     single = min(args.single, len(x))
     rows = []
     for j, (case, cfg, note, diag) in enumerate(cases(sim, prof)):
+        if args.case is not None and args.case not in case:
+            continue
         print(f"{key}: {case} ...", flush=True)
         exported_cfg, patch = diag if diag else (cfg, None)
         hc = json.loads(export.hls4ml_json(export.hls4ml_config(model, exported_cfg, path)))
@@ -281,6 +295,7 @@ def run_model(key: str, args, workdir: Path) -> list[dict]:
         weights = export.hls4ml_weights(model, cfg)
         hm, compile_s = build(hc, weights, sim.stages, workdir / f"{key}-{j}")
         res = sim.simulate(x, cfg, y)
+        plan_equal = int(np.count_nonzero(sim.compile(cfg, max_batch=len(x))(x).logits == res.logits))
         xin = np.ascontiguousarray(dequantize(quantize(xf, cfg[0].fmt_x, cfg[0].rounding, "clip"), cfg[0].fmt_x))
         got = np.asarray(hm.predict(xin), dtype=np.float64).reshape(res.logits.shape)
         got_float = np.asarray(hm.predict(np.ascontiguousarray(xf)), dtype=np.float64).reshape(res.logits.shape)
@@ -293,8 +308,9 @@ def run_model(key: str, args, workdir: Path) -> list[dict]:
             "outputs_equal": int(np.count_nonzero(got == res.logits)), "outputs": int(res.logits.size),
             "float_input_equal": int(np.count_nonzero(got_float == res.logits)),
             "images_equal": int(np.count_nonzero((got == res.logits).all(axis=1))),
+            "plan_equal": plan_equal,
             "fxpsim_overflows": int(sum(s.overflow_count for s in res.layer_stats)),
-            "cast_overflows": cast_overflows(sim, cfg, x),
+            "cast_overflows": int(sum(s.cast_overflows for s in res.layer_stats)),
             "float_beyond_fmt_y": int(sum(s.outputs_out_of_format for s in res.layer_stats)),
             "fxpsim_accuracy": res.accuracy,
             **speeds(sim, cfg, x, hm, xin, args.repeats, single),
@@ -322,6 +338,7 @@ def main() -> int:
     ap.add_argument("--single", type=int, default=450, help="images timed at one image per call")
     ap.add_argument("--keep", default=None, metavar="DIR", help="keep the hls4ml projects in DIR")
     ap.add_argument("--only", choices=sorted(MODELS), default=None)
+    ap.add_argument("--case", default=None, metavar="TEXT", help="only the cases whose name contains TEXT")
     ap.add_argument("--out", default=str(ROOT / "reports"), help="folder of hls4ml_parity.csv/.md")
     args = ap.parse_args()
     lines = [cpu_line(), load_line(), versions()]

@@ -43,7 +43,7 @@ from _bench import SETTLE_SECONDS, blas_line, load_line  # noqa: E402
 
 import fxpsim  # noqa: E402
 from fxpsim.config import NetworkConfig  # noqa: E402
-from fxpsim.reports import write_text_atomic  # noqa: E402
+from fxpsim.tables import write_text_atomic  # noqa: E402
 
 MODELS = (("digits-mlp", None), ("digits-cnn", "digits-cnn_acc16_act-w_clip_config.json"),
           ("lenet5-mnist", "lenet5-mnist_acc16_act-w_clip_config.json"))

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from fxpsim.cli.common import calibration_set  # noqa: E402
 from fxpsim.modelfile import load_model  # noqa: E402
-from fxpsim.reports import format_table, write_table  # noqa: E402
+from fxpsim.tables import format_table, write_table  # noqa: E402
 from fxpsim.search import accumulator_search, tolerance_search  # noqa: E402
 from fxpsim.simulate import Evaluator, Simulator, profile  # noqa: E402
 from fxpsim.search.sweeps import WHAT, sweep  # noqa: E402

@@ -30,7 +30,7 @@ from .errors import FxpsimError, check
 from .interop.models import read_model
 from .modelfile import DEFAULT_MODEL, Model
 from .qformat import int_bits_for, parse_overflow
-from .reports import to_csv, write_text_atomic
+from .tables import to_csv, write_text_atomic
 from .search import accumulator_search, accumulator_table
 from .simulate import (
     Evaluator,
@@ -159,7 +159,7 @@ class SimulationResult:
         return self.config.table().merge(self.raw.stats_table(), on="layer", sort=False)
 
     def to_csv(self, path: str | os.PathLike) -> Path:
-        """Write :attr:`layers` as CSV (floats at 6 digits, :func:`fxpsim.reports.to_csv`), atomically."""
+        """Write :attr:`layers` as CSV (floats at 6 digits, :func:`fxpsim.tables.to_csv`), atomically."""
         return write_text_atomic(Path(path), to_csv(self.layers))
 
     def __repr__(self) -> str:

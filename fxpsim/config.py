@@ -73,6 +73,13 @@ ENGINE_OPTIONS: dict[str, tuple[EngineOption, ...]] = {
         EngineOption("msb_first", 0, 0, 1, hint="0: least significant bit first (Stripes), 1: most "
                                                 "significant first"),
     ),
+    "xnor": (
+        EngineOption("pool_on", "dots", choices=("dots", "bits"),
+                     hint="max pool the integer dots then compare ('dots'), or compare then OR/AND the "
+                          "bits ('bits'; BNN Algorithm 4): equal outputs"),
+        EngineOption("scale_bits", 24, 2, 60, hint="width of the output BatchNorm's scale gamma/sigma, "
+                                                   "e.g. scale_bits=24"),
+    ),
 }
 """The options of each datapath engine (:mod:`fxpsim.datapath.engines` runs them), sorted by name."""
 
@@ -83,9 +90,6 @@ def engine_options(engine: str, options=(), where: str = "") -> tuple[tuple[str,
     ``where`` (e.g. ``layer fc1``) starts the error messages.
     """
     at = f"{where}: " if where else ""
-    if engine == "xnor":
-        raise FxpsimError(f"{at}engine='xnor' runs binary (XNOR-popcount) layers: run BNN models with "
-                          f"`fxpsim binary`; fixed-point layers take {', '.join(ENGINE_OPTIONS)}")
     check(isinstance(engine, str) and engine in ENGINE_OPTIONS,
           f"{at}engine={engine!r} is not a datapath engine: use one of {', '.join(ENGINE_OPTIONS)}")
     try:
@@ -112,6 +116,7 @@ KNOBS = ("frac_acc", "product", "product_rounding", "order", "output_overflow", 
 """A layer's hardware choices beyond formats and BW_acc (DESIGN.md, issue 16); JSON omits each
 at its default, so configs without them read and write as before."""
 _STRIDED = re.compile(r"strided:([1-9][0-9]*)")
+_CHANNELS_LAST = re.compile(r"channels-last:([1-9][0-9]*)(?:\+strided:([1-9][0-9]*))?")
 
 
 class _DerivedInt(int):
@@ -134,7 +139,8 @@ class _DerivedFormat(QFormat):
     def __eq__(self, other):
         if not isinstance(other, QFormat):
             return NotImplemented
-        return (self.int_bits, self.frac_bits, self.signed) == (other.int_bits, other.frac_bits, other.signed)
+        return ((self.int_bits, self.frac_bits, self.signed, self.narrow)
+                == (other.int_bits, other.frac_bits, other.signed, other.narrow))
 
     __hash__ = QFormat.__hash__
 
@@ -143,10 +149,14 @@ class _DerivedFormat(QFormat):
 
 
 def parse_order(value) -> str:
-    """``sequential`` | ``strided:RF`` (RF a whole number >= 1, no leading zero) | ``tree``."""
-    ok = isinstance(value, str) and (value in ("sequential", "tree") or _STRIDED.fullmatch(value))
-    check(ok, f"{value!r} is not an accumulation order: use sequential, tree or strided:RF with RF a "
-              "whole number >= 1 (hls4ml's ReuseFactor), e.g. strided:4")
+    """``sequential`` | ``strided:RF`` (RF a whole number >= 1, no leading zero) | ``tree`` |
+    ``channels-last:C`` (K as C channels of K/C positions, added position-major: hls4ml's
+    channels-last conv and flatten-Dense) | ``channels-last:C+strided:RF`` (strided over that)."""
+    ok = isinstance(value, str) and (value in ("sequential", "tree") or _STRIDED.fullmatch(value)
+                                     or _CHANNELS_LAST.fullmatch(value))
+    check(ok, f"{value!r} is not an accumulation order: use sequential, tree, strided:RF (RF a "
+              "whole number >= 1, hls4ml's ReuseFactor, e.g. strided:4), channels-last:C (C input "
+              "channels, e.g. channels-last:16) or channels-last:C+strided:RF")
     return value
 
 
@@ -180,7 +190,7 @@ class LayerConfig:
     a2q: bool = False
     """Shrink each output channel's integer weights to the A2Q L1 bound (Colbert et al. 2023)."""
     engine: str = "dense"
-    """The datapath engine that runs the layer: dense | sparse | bitserial (:data:`ENGINE_OPTIONS`)."""
+    """The datapath engine that runs the layer: dense | sparse | bitserial | xnor (:data:`ENGINE_OPTIONS`)."""
     engine_options: tuple = ()
     """The engine's options as (name, value) pairs sorted by name, defaults filled in (JSON: a dict)."""
     frac_acc: int | None = None
@@ -190,7 +200,8 @@ class LayerConfig:
     product_rounding: Rounding = Rounding.FLOOR
     """How a product loses fraction bits when FL_acc < FL_w + FL_x (floor = AP_TRN)."""
     order: str = "sequential"
-    """Accumulation order: ``sequential`` | ``strided:RF`` (hls4ml Resource) | ``tree`` (adder tree)."""
+    """Accumulation order: ``sequential`` | ``strided:RF`` (hls4ml Resource) | ``tree`` (adder tree) |
+    ``channels-last:C[+strided:RF]`` (hls4ml's channels-last conv / flatten-Dense)."""
     output_overflow: Overflow = Overflow.CLIP
     """What the output does beyond fmt_y after requantization: clip (AP_SAT) | wrap (AP_WRAP)."""
     fmt_bias: QFormat | None = None
@@ -254,6 +265,9 @@ class LayerConfig:
             except FxpsimError as exc:
                 raise FxpsimError(f"{at}: {knob}: {exc}") from None
         rounding, output, bias = parsed["product_rounding"], parsed["output_overflow"], parsed["fmt_bias"]
+        check(not (output is Overflow.WRAP and self.fmt_y.narrow),
+              f"{at}: output_overflow='wrap' into the narrow fmt_y {self.fmt_y}: a symmetric range has no "
+              "two's-complement wrap; use output_overflow='clip' (AP_SAT_SYM) or a format without narrow")
         check(rounding is not Rounding.STOCHASTIC,
               f"{at}: product_rounding='stochastic' is not supported (products are rounded by a fixed rule, "
               "as ap_fixed's AP_TRN/AP_RND_*): use floor, nearest, nearest-even or toward-zero")
@@ -275,7 +289,17 @@ class LayerConfig:
         """RF of ``order="strided:RF"`` (hls4ml's ReuseFactor), 1 for sequential, None for tree."""
         if self.order == "tree":
             return None
+        if self.order.startswith("channels-last"):
+            rf = _CHANNELS_LAST.fullmatch(self.order).group(2)
+            return int(rf) if rf else 1
         return 1 if self.order == "sequential" else int(self.order.split(":")[1])
+
+    @property
+    def channels_last(self) -> int | None:
+        """C of ``order="channels-last:C[+strided:RF]"``: the K inputs are C channels of K/C
+        positions each (k = c * K/C + s), added position-major, s then c; None otherwise."""
+        m = _CHANNELS_LAST.fullmatch(self.order)
+        return int(m.group(1)) if m else None
 
     @property
     def knobs(self) -> dict:
@@ -536,7 +560,9 @@ class NetworkConfig:
                           + (f", {fix}" if fix else ""))
 
     def table(self):
-        """The configuration as a pandas DataFrame, one row per layer."""
+        """The configuration as a pandas DataFrame, one row per layer; engine columns when some
+        layer is not on dense, and a column per knob (:data:`KNOBS`) that some layer sets off its
+        default (each layer's value in it)."""
         import pandas as pd
 
         rows = []
@@ -550,6 +576,12 @@ class NetworkConfig:
             for row, layer in zip(rows, self.layers):
                 row["engine"] = layer.engine
                 row["engine_options"] = " ".join(f"{k}={v}" for k, v in layer.engine_options)
+        set_knobs = [k for k in KNOBS if any(k in layer.knobs for layer in self.layers)]
+        for row, layer in zip(rows, self.layers):  # only knobs some layer sets: else as before them
+            for knob in set_knobs:
+                value = getattr(layer, knob)
+                row[knob] = value.value if hasattr(value, "value") else (
+                    int(value) if knob == "frac_acc" else str(value))
         return pd.DataFrame(rows)
 
     def to_json(self) -> str:
@@ -595,7 +627,7 @@ class NetworkConfig:
             raise FxpsimError(f"{source}: {exc}") from None
 
     def save(self, path) -> Path:
-        from .reports import write_text_atomic
+        from .tables import write_text_atomic
 
         return write_text_atomic(Path(path), self.to_json() + "\n")
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .datapath.core import max_abs_term
 from .errors import FxpsimError, check
 from .qformat import MAX_WIDTH, QFormat, int_bits_for, quantize
 
@@ -123,9 +124,10 @@ def quantized_weights(layer, fmt_w: QFormat, rounding="nearest-even") -> np.ndar
 
 
 def quantized_bias(layer, fmt_w: QFormat, fmt_x: QFormat, acc_bits: int,
-                   rounding="nearest-even") -> np.ndarray:
-    """Raw bias of ``layer`` (a Stage or LayerRanges) in the accumulator format (FL_w + FL_d), saturated."""
-    fl = fmt_w.frac_bits + fmt_x.frac_bits
+                   rounding="nearest-even", product_shift: int = 0) -> np.ndarray:
+    """Raw bias of ``layer`` (a Stage or LayerRanges) in the accumulator format (FL_acc = FL_w + FL_d
+    + ``product_shift``, :attr:`~fxpsim.config.LayerConfig.product_shift`), saturated."""
+    fl = fmt_w.frac_bits + fmt_x.frac_bits + product_shift
     return quantize(layer.b, QFormat(acc_bits - fl, fl), rounding, "clip")
 
 
@@ -136,18 +138,36 @@ def max_abs_raw(fmt: QFormat) -> int:
 
 
 def worst_case_acc(layer: LayerRanges, fmt_w: QFormat, fmt_x: QFormat, acc_bits: int,
-                   actual_weights: bool, l1: np.ndarray | None = None) -> int:
-    """Largest |acc| raw over all inputs in ``fmt_x``: worst-case or actual weights.
+                   actual_weights: bool, l1: np.ndarray | None = None, product_shift: int = 0) -> int:
+    """Largest |acc| raw (at FL_acc) over all inputs in ``fmt_x``: worst-case or actual weights.
 
-    ``l1``: the channels' raw-weight L1 norms if already known for ``fmt_w``.
+    ``l1``: the channels' raw-weight L1 norms if already known for ``fmt_w``. ``product_shift``
+    d = FL_acc - (FL_w + FL_d) (DESIGN.md): each product ``x w`` enters the accumulator as
+    ``(x w) << d``, or rounded right by -d bits, at most ``ceil(|x w| / 2**-d)``
+    (:func:`fxpsim.datapath.core.max_abs_term`), so with d < 0 each weight's term is bounded on
+    its own (not the L1 norm times x_max, which a rounding per product can exceed).
     """
     x_max = max_abs_raw(fmt_x)  # signed: the most negative input has the largest magnitude
-    b = np.abs(quantized_bias(layer, fmt_w, fmt_x, acc_bits)).tolist()
+    d = product_shift
+    b = np.abs(quantized_bias(layer, fmt_w, fmt_x, acc_bits, product_shift=d)).tolist()
     if actual_weights:
+        if d < 0:
+            terms = channel_terms(quantized_weights(layer, fmt_w), layer.kind, x_max, d)
+            return max(t + bc for t, bc in zip(terms, b))
         if l1 is None:
             l1 = _channel_l1(quantized_weights(layer, fmt_w), layer.kind)
-        return max(n * x_max + bc for n, bc in zip(l1.tolist(), b))
-    return layer.fan_in * max_abs_raw(fmt_w) * x_max + max(b)
+        return max(((n * x_max) << d) + bc for n, bc in zip(l1.tolist(), b))
+    return layer.fan_in * max_abs_term(max_abs_raw(fmt_w) * x_max, d) + max(b)
+
+
+def channel_terms(w_raw: np.ndarray, kind: str, x_max: int, d: int) -> list[int]:
+    """Per output channel, sum over its weights of the largest |product at FL_acc| an input of
+    magnitude <= ``x_max`` gives (:func:`~fxpsim.datapath.core.max_abs_term`; Python ints)."""
+    if d >= 0:
+        return [(n * x_max) << d for n in _channel_l1(w_raw, kind).tolist()]
+    w = np.abs(np.asarray(w_raw, dtype=np.int64))
+    w = w.T if kind == "dense" else w.reshape(w.shape[0], -1)
+    return [sum(max_abs_term(int(v) * x_max, d) for v in row) for row in w.tolist()]
 
 
 def paper_sum(constraint: str, layer: LayerRanges, acc_bits: int, fmt_w: QFormat | None = None) -> int:
@@ -160,23 +180,35 @@ def paper_sum(constraint: str, layer: LayerRanges, acc_bits: int, fmt_w: QFormat
     return acc_bits - math.floor(math.log2(r)) + il_w if r > 0 else acc_bits + il_w
 
 
-def a2q_l1_bound(b_abs: np.ndarray, fmt_x: QFormat, acc_bits: int) -> np.ndarray:
+def a2q_l1_bound(b_abs: np.ndarray, fmt_x: QFormat, acc_bits: int, product_shift: int = 0,
+                 fan_in: int = 0) -> np.ndarray:
     """Per output channel, the largest raw-weight L1 norm that cannot overflow BW_acc (Colbert et al.
-    2023): ``floor((2**(BW_acc-1) - 1 - |b_c|) / x_max)``, at least 0; ``x_max`` = :func:`max_abs_raw`."""
-    return np.maximum(((1 << (acc_bits - 1)) - 1 - b_abs) // max_abs_raw(fmt_x), 0)
+    2023): ``floor((2**(BW_acc-1) - 1 - |b_c|) / x_max)``, at least 0; ``x_max`` = :func:`max_abs_raw`.
+
+    ``product_shift`` d = FL_acc - (FL_w + FL_d): d > 0 multiplies x_max by 2**d; d < 0 rounds each
+    of the ``fan_in`` products right by s = -d bits, each at most ``(|x w| + 2**s - 1) / 2**s``, so
+    ``L1 x_max + K (2**s - 1) <= (room) 2**s`` bounds them all."""
+    room = (1 << (acc_bits - 1)) - 1 - np.asarray(b_abs).astype(object)  # Python ints: no int64 overflow
+    x_max = max_abs_raw(fmt_x)
+    if product_shift >= 0:
+        bound = room // (x_max << product_shift)
+    else:
+        s = -product_shift
+        bound = (room * (1 << s) - fan_in * ((1 << s) - 1)) // x_max
+    return np.clip(bound, 0, (1 << 62)).astype(np.int64)
 
 
 def a2q_weights(layer, fmt_w: QFormat, fmt_x: QFormat, acc_bits: int,
-                rounding="nearest-even") -> tuple[np.ndarray, np.ndarray]:
+                rounding="nearest-even", product_shift: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Raw weights of ``layer`` (a Stage or LayerRanges) with every channel's L1 norm within the A2Q
-    bound; and the violators' mask.
+    bound (:func:`a2q_l1_bound` at ``product_shift`` = FL_acc - FL_w - FL_d); and the violators' mask.
 
     A violating channel's raw weights are scaled by bound / L1 and rounded
     toward zero, which keeps its L1 norm at most the bound.
     """
     w = quantized_weights(layer, fmt_w, rounding)
-    b = np.abs(quantized_bias(layer, fmt_w, fmt_x, acc_bits, rounding))
-    bound = a2q_l1_bound(b, fmt_x, acc_bits)
+    b = np.abs(quantized_bias(layer, fmt_w, fmt_x, acc_bits, rounding, product_shift))
+    bound = a2q_l1_bound(b, fmt_x, acc_bits, product_shift, layer.fan_in)
     l1 = _channel_l1(w, layer.kind)
     bad = l1 > bound
     if np.any(bad):
@@ -191,8 +223,9 @@ def a2q_weights(layer, fmt_w: QFormat, fmt_x: QFormat, acc_bits: int,
 
 
 def candidates(constraint: str, layer: LayerRanges, acc_bits: int,
-               max_bits: int = MAX_OPERAND_BITS) -> list[Candidate]:
-    """The eligible (BW_w, BW_d) of one layer for ``acc_bits`` under ``constraint``.
+               max_bits: int = MAX_OPERAND_BITS, product_shift: int = 0) -> list[Candidate]:
+    """The eligible (BW_w, BW_d) of one layer for ``acc_bits`` under ``constraint``, with FL_acc =
+    FL_w + FL_d + ``product_shift`` (WC, ACT_w, A2Q bound the terms at FL_acc: :func:`worst_case_acc`).
 
     WC, ACT_w and A2Q: the Pareto-maximal pairs (no operand can gain a bit
     and stay safe); weight formats in which every weight rounds to zero are
@@ -228,34 +261,37 @@ def candidates(constraint: str, layer: LayerRanges, acc_bits: int,
             continue  # every weight rounds to zero: the layer would compute nothing but its bias
         for bw_d in range(1, max_bits + 1):
             fmt_x = QFormat.from_width(bw_d, layer.int_bits_x)
-            if fmt_w.frac_bits + fmt_x.frac_bits > acc_bits + MAX_WIDTH:
+            if (fmt_w.frac_bits + fmt_x.frac_bits + product_shift > acc_bits + MAX_WIDTH
+                    or bw_w + bw_d + product_shift > MAX_WIDTH):
                 break
-            worst = worst_case_acc(layer, fmt_w, fmt_x, acc_bits, actual, l1)
+            worst = worst_case_acc(layer, fmt_w, fmt_x, acc_bits, actual, l1, product_shift)
             if worst <= limit:
                 best = Candidate(constraint, fmt_w, fmt_x, worst)
             elif constraint != "a2q":
                 break
             else:
-                w, bad = a2q_weights(layer, fmt_w, fmt_x, acc_bits)
+                w, bad = a2q_weights(layer, fmt_w, fmt_x, acc_bits, product_shift=product_shift)
                 if bad.mean() > A2Q_MAX_SHRUNK:
                     break
                 l1 = _channel_l1(w, layer.kind).astype(object)
-                b = np.abs(quantized_bias(layer, fmt_w, fmt_x, acc_bits)).astype(object)
-                best = Candidate(constraint, fmt_w, fmt_x, int(max(l1 * max_abs_raw(fmt_x) + b)),
-                                 int(bad.sum()))
+                b = np.abs(quantized_bias(layer, fmt_w, fmt_x, acc_bits, product_shift=product_shift)).astype(object)
+                terms = (l1 * max_abs_raw(fmt_x) if product_shift == 0 else
+                         np.array(channel_terms(w, layer.kind, max_abs_raw(fmt_x), product_shift), dtype=object))
+                best = Candidate(constraint, fmt_w, fmt_x, int(max(terms + b)), int(bad.sum()))
         if best is not None and (best_d_prev is None or best.bw_d > best_d_prev):
             out.append(best)  # Pareto-maximal: more data bits than any wider-weight pair
             best_d_prev = best.bw_d
     return out
 
 
-def min_acc_bits(constraint: str, layer: LayerRanges, max_bits: int = MAX_OPERAND_BITS) -> int:
+def min_acc_bits(constraint: str, layer: LayerRanges, max_bits: int = MAX_OPERAND_BITS,
+                 product_shift: int = 0) -> int:
     """The narrowest BW_acc with at least one eligible solution for ``layer``."""
     check(bool(np.any(layer.stage.W)), f"layer {layer.name}: every weight is 0, so no weight format has a value "
                                        "to hold and no accumulator is needed: give a trained model (this one's "
                                        "weights were zeroed or pruned away)")
     for bits in range(1, MAX_WIDTH + 1):
-        if candidates(constraint, layer, bits, max_bits):
+        if candidates(constraint, layer, bits, max_bits, product_shift):
             return bits
     raise FxpsimError(f"layer {layer.name}: no accumulator up to {MAX_WIDTH} bits admits a solution")
 
@@ -288,30 +324,41 @@ def solution_space(layer: LayerRanges, acc_bits: int, max_bits: int = MAX_OPERAN
 
 
 def plot_solution_space(df, title: str):
-    """de Bruin Fig. 4: BW_d vs BW_w per layer; WC line, ACT_w region and optima, ACT_y points."""
-    from .reports import new_figure
+    """de Bruin Fig. 4: BW_d vs BW_w per layer; WC line, ACT_w region and optima, ACT_y points.
+
+    The legend, in plain words, sits under the panels, off every layer's data."""
+    from .tables import new_figure
 
     layers = list(dict.fromkeys(df["layer"]))
-    fig, axes = new_figure(1, len(layers), figsize=(3.2 * len(layers), 3.4), squeeze=False)
+    fig, axes = new_figure(1, len(layers), figsize=(3.2 * len(layers), 3.6), squeeze=False)
     for ax, name in zip(axes[0], layers):
         part = df[df["layer"] == name]
         safe = part[part["act_w_safe"]]
-        ax.scatter(safe["bw_w"], safe["bw_d"], s=8, color="#bbbbbb", label="ACT_w/WC_d safe")
+        ax.scatter(safe["bw_w"], safe["bw_d"], s=8, color="#bbbbbb",
+                   label="no overflow for these weights, any data (ACT_w)")
         wc = part[part["wc_safe"]]
-        ax.scatter(wc["bw_w"], wc["bw_d"], s=8, color="#555555", label="WC_w/WC_d safe")
+        ax.scatter(wc["bw_w"], wc["bw_d"], s=8, color="#555555", label="no overflow for any weights and data (WC)")
         total = int(part["paper_wc_sum"].iloc[0])
         xs = range(1, int(part["bw_w"].max()) + 1)
-        ax.plot(list(xs), [total - x for x in xs], color="C0", linewidth=1, label="eq. 3 line")
+        ax.plot(list(xs), [total - x for x in xs], color="C0", linewidth=1,
+                label="the paper's worst-case line BW_w + BW_d = const (eq. 3)")
         opt = part[part["act_w_optimum"]]
-        ax.scatter(opt["bw_w"], opt["bw_d"], marker="s", s=22, color="C1", label="ACT_w/WC_d optima")
+        ax.scatter(opt["bw_w"], opt["bw_d"], marker="s", s=22, color="C1",
+                   label="widest safe pairs for these weights (ACT_w optima)")
         ay = part[part["act_y"]]
-        ax.scatter(ay["bw_w"], ay["bw_d"], marker="x", s=26, color="C3", label="ACT_y")
+        ax.scatter(ay["bw_w"], ay["bw_d"], marker="x", s=26, color="C3",
+                   label="fits the profiled outputs only (ACT_y)")
         top = int(part["bw_d"].max())
         ax.set_xlim(0.5, top + 0.5)
         ax.set_ylim(0.5, top + 0.5)
-        ax.set_xlabel("BW_w")
+        ax.set_xlabel("weight width BW_w (bits)")
         ax.set_title(f"{name} (K={int(part['K'].iloc[0])})", fontsize=9)
-    axes[0][0].set_ylabel("BW_d")
-    axes[0][-1].legend(fontsize=6, loc="upper right")
+    axes[0][0].set_ylabel("data width BW_d (bits)")
+    shown = {}  # every label once, from whichever panel has it
+    for ax in axes[0]:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            shown.setdefault(lab, h)
+    fig.legend(list(shown.values()), list(shown),  fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.05), ncol=3,
+               title="(BW_w, BW_d) pairs", title_fontsize=8)
     fig.suptitle(title, fontsize=10)
     return fig

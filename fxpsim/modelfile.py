@@ -48,6 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .binary.modelpack import PACKED_NAME, pack_state, packed_layout, unpack_member
 from .binary.train_layers import METHODS
 from .config import _short
 from .durable import atomic_open
@@ -88,7 +89,9 @@ def save_model(path: str | os.PathLike, model: Model) -> Path:
     except (TypeError, ValueError) as exc:
         raise FxpsimError(f"model metadata is not JSON-able ({exc}): use str/int/float/list/dict values") from None
     arrays = {_META_KEY: np.frombuffer(text.encode("utf-8"), dtype=np.uint8)}
-    arrays.update({f"state/{k}": v for k, v in model.network.state_dict().items()})
+    state, packed = pack_state(model.network)  # binary weights bit-packed (fxpsim.binary.modelpack)
+    arrays.update({f"state/{k}": v for k, v in state.items()})
+    arrays.update({f"packed/{k}": v for k, v in packed.items()})
     arrays.update({f"preprocess/{k}": v for k, v in model.preprocess.arrays().items()})
     for key, value in arrays.items():
         if value.dtype == object:
@@ -272,10 +275,14 @@ _NO_BIAS_METHODS = ("bnn", "xnor")
 _DENSE = {"n_in": (_SIZE, _REQUIRED), "n_out": (_SIZE, _REQUIRED)}
 _CONV = {"c_in": (_SIZE, _REQUIRED), "c_out": (_SIZE, _REQUIRED), "k": (_SIZE, _REQUIRED),
          "stride": (_SIZE, 1), "padding": (_PADDING, 0)}
+MAX_INPUTS = 64
+"""Most inputs one merge layer (Add, Concat) may name in a model file."""
+_N_INPUTS = (f"a whole number in [2, {MAX_INPUTS}]", lambda v: _whole(v) and 2 <= v <= MAX_INPUTS)
+_BOUND = ("a finite number", lambda v: _real(v) and math.isfinite(v))
 _POOL = {"size": (_SIZE, _REQUIRED), "stride": (_STRIDE_OR_NONE, None)}
 LAYER_FIELDS: dict[str, dict] = {
     "dense": _DENSE,
-    "conv2d": _CONV,
+    "conv2d": {**_CONV, "groups": (_SIZE, 1)},
     "bdense": {**_DENSE, "method": (_METHOD, "bc")},
     "bconv2d": {**_CONV, "method": (_METHOD, "bc")},
     "batchnorm": {"num_features": (_SIZE, _REQUIRED), "eps": (_POSITIVE, 1e-5), "momentum": (_FRACTION, 0.9)},
@@ -283,8 +290,23 @@ LAYER_FIELDS: dict[str, dict] = {
     "maxpool2d": _POOL,
     "avgpool2d": _POOL,
     "flatten": {}, "relu": {}, "tanh": {}, "sigmoid": {}, "sign": {},
+    "globalavgpool": {}, "identity": {}, "clip": {"lo": (_BOUND, 0.0), "hi": (_BOUND, 6.0)},
+    "add": {"n_inputs": (_N_INPUTS, 2)}, "concat": {"n_inputs": (_N_INPUTS, 2)},
 }
-"""Each layer kind's config fields in a model file: name -> ((rule, predicate), default or _REQUIRED)."""
+"""Each layer kind's config fields in a model file: name -> ((rule, predicate), default or _REQUIRED).
+Every kind also takes ``inputs`` (:func:`_check_inputs`)."""
+
+
+def _check_inputs(i: int, kind: str, cfg: dict) -> None:
+    """A layer's optional ``inputs``: as many earlier layers' indices (or -1, the network input) as it
+    takes, so the graph is acyclic (topological order) and bounded."""
+    if "inputs" not in cfg:
+        return
+    ins, want = cfg["inputs"], cfg.get("n_inputs", 2) if kind in ("add", "concat") else 1
+    ok = isinstance(ins, list) and len(ins) == want and all(_whole(j) and -1 <= j < i for j in ins)
+    if not ok:
+        raise FxpsimError(f"layer {i} ({kind}): inputs={_short(ins)} is not a list of {want} whole number(s) in "
+                          f"[-1, {i - 1}] (earlier layers; -1 the network input)")
 
 
 def layer_state_shapes(cfg: dict) -> tuple[dict[str, tuple[int, ...]], dict[str, tuple[int, ...]]]:
@@ -302,7 +324,8 @@ def layer_state_shapes(cfg: dict) -> tuple[dict[str, tuple[int, ...]], dict[str,
     if kind in ("dense", "bdense"):
         params = {"W": (cfg["n_in"], cfg["n_out"]), "b": (cfg["n_out"],)}
     elif kind in ("conv2d", "bconv2d"):
-        params = {"W": (cfg["c_out"], cfg["c_in"], cfg["k"], cfg["k"]), "b": (cfg["c_out"],)}
+        c_in = cfg["c_in"] // cfg.get("groups", 1)  # grouped conv: each filter reads c_in / groups channels
+        params = {"W": (cfg["c_out"], c_in, cfg["k"], cfg["k"]), "b": (cfg["c_out"],)}
     elif kind == "batchnorm":
         n = (cfg["num_features"],)
         params, buffers = {"gamma": n, "beta": n}, {"running_mean": n, "running_var": n}
@@ -343,7 +366,7 @@ def check_architecture(arch: dict, budget: int) -> dict[str, tuple[int, ...]]:
             raise FxpsimError(f"layer {i} is {_short(cfg)}: expected a JSON object whose kind is one of "
                               f"{', '.join(LAYER_FIELDS)}")
         fields = LAYER_FIELDS[kind]
-        extra = sorted(set(cfg) - set(fields) - {"kind"})
+        extra = sorted(set(cfg) - set(fields) - {"kind", "inputs"})
         if extra:
             raise FxpsimError(f"layer {i} ({kind}) has the unknown field {_short(extra[0])} (its fields: "
                               f"{', '.join(fields) or 'none'})")
@@ -353,6 +376,12 @@ def check_architecture(arch: dict, budget: int) -> dict[str, tuple[int, ...]]:
                     raise FxpsimError(f"layer {i} ({kind}) has no {name!r} field ({rule})")
             elif not ok(cfg[name]):
                 raise FxpsimError(f"layer {i} ({kind}): {name}={_short(cfg[name])} is not {rule}")
+        _check_inputs(i, kind, cfg)
+        if kind == "conv2d" and (cfg["c_in"] % cfg.get("groups", 1) or cfg["c_out"] % cfg.get("groups", 1)):
+            raise FxpsimError(f"layer {i} (conv2d): groups={cfg['groups']} does not divide c_in={cfg['c_in']} and "
+                              f"c_out={cfg['c_out']}")
+        if kind == "clip" and not cfg.get("lo", 0.0) < cfg.get("hi", 6.0):
+            raise FxpsimError(f"layer {i} (clip): lo={_short(cfg.get('lo'))} is not below hi={_short(cfg.get('hi'))}")
         params, buffers = layer_state_shapes(cfg)
         size = 4 * sum(2 * math.prod(s) for s in params.values()) + 4 * sum(math.prod(s) for s in buffers.values())
         need += size
@@ -369,11 +398,15 @@ def check_architecture(arch: dict, budget: int) -> dict[str, tuple[int, ...]]:
 def _build_network(arch: dict, budget: int) -> Network:
     """The network of a checked architecture (parameters zero), each layer's output for one image
     (float32) within the budget before the next layer sees it (so no size overflows a product)."""
-    layers = [layer_from_config(cfg) for cfg in arch["layers"]]
-    shape = tuple(arch["input_shape"])
+    layers = []
+    for cfg in arch["layers"]:
+        layers.append(layer_from_config({k: v for k, v in cfg.items() if k != "inputs"}))
+        layers[-1].inputs = tuple(cfg["inputs"]) if "inputs" in cfg else None
+    shapes = {-1: tuple(arch["input_shape"])}
     for i, layer in enumerate(layers):
+        got = [shapes[j] for j in (layer.inputs or (i - 1,))]
         try:
-            shape = tuple(int(d) for d in layer.output_shape(shape))
+            shape = shapes[i] = tuple(int(d) for d in layer.output_shape(got if layer.merge else got[0]))
         except FxpsimError as exc:
             raise FxpsimError(f"layer {i} ({layer.kind}) does not fit its input: {exc}") from None
         need = 4 * math.prod(shape)
@@ -413,7 +446,8 @@ def _read_model(npz: NpzArchive, budget: int) -> Model:
     names = set(npz.entries)
     if _META_KEY not in names:
         raise FxpsimError(f"an .npz archive without the {_META_KEY!r} entry (a foreign archive)")
-    junk = sorted(n for n in names - {_META_KEY, *_PREPROCESS_NAMES} if not _STATE_NAME.fullmatch(n))
+    junk = sorted(n for n in names - {_META_KEY, *_PREPROCESS_NAMES}
+                  if not (_STATE_NAME.fullmatch(n) or PACKED_NAME.fullmatch(n)))
     if junk:
         raise FxpsimError(f"it holds the unknown entry {_short(junk[0])}: a model holds {_META_KEY}, "
                           "state/<layer>.<name> and preprocess/mean|std only")
@@ -435,8 +469,12 @@ def _read_model(npz: NpzArchive, budget: int) -> Model:
     arch = header["architecture"]
     state_shapes = check_architecture(arch, budget)
     wanted = {f"state/{k}": (s,) for k, s in state_shapes.items()}
+    packed = packed_layout(arch["layers"], state_shapes, names)  # bit-packed weights stand for state/<i>.W
+    for name in packed:
+        wanted.pop("state/" + name[len("packed/"):], None)
     wanted.update(_preprocess_shapes(arch["input_shape"]))
-    missing, extra = sorted(set(wanted) - names), sorted(names - set(wanted) - {_META_KEY})
+    expected = set(wanted) | set(packed)
+    missing, extra = sorted(expected - names), sorted(names - expected - {_META_KEY})
     if missing or extra:
         raise FxpsimError(f"state does not match the network: missing {missing or 'none'}, unexpected "
                           f"{extra or 'none'}")
@@ -453,6 +491,19 @@ def _read_model(npz: NpzArchive, budget: int) -> Model:
     for name, member in members.items():
         arrays[name] = npz.read(member)
         _check_finite(name, arrays[name])
+    for name, (shape, kind, method) in packed.items():
+        member = npz.member(name)
+        if member.dtype.kind != kind or (kind == "u" and member.dtype.itemsize != 8) or member.shape != shape:
+            raise FxpsimError(f"entry {name!r} has dtype {member.dtype} and shape {member.shape}: the architecture "
+                              f"needs {'uint64' if kind == 'u' else 'float'} {shape} (a forged or damaged archive)")
+        arrays[name] = npz.read(member)
+        if kind == "f":
+            _check_finite(name, arrays[name])
+    for name, (_, kind, method) in packed.items():
+        if kind == "u":
+            key = name[len("packed/"):]
+            arrays["state/" + key] = unpack_member(name, arrays[name], arrays.get(name + ".scale"), method,
+                                                   state_shapes[key])
     network.load_state_dict({k[len("state/"):]: v for k, v in arrays.items() if k.startswith("state/")})
     preprocess = Preprocess.from_arrays(header["preprocess"], {k[len("preprocess/"):]: arrays[k]
                                                                for k in _PREPROCESS_NAMES})

@@ -38,6 +38,12 @@ Rounding modes and their ap_fixed ``ap_q_mode`` (DESIGN.md):
 
 Overflow modes: ``wrap`` = ``AP_WRAP``, ``clip`` = ``AP_SAT``; ``ideal`` (an
 unbounded accumulator) has no ap_fixed counterpart.
+
+Narrow formats (``QFormat(1, 7, narrow=True)``, written ``Q1.7n``): the range loses its most
+negative code, ``raw_min = -raw_max`` (Brevitas/QONNX ``narrow_range``; ``ap_fixed``'s
+``AP_SAT_SYM``); unsigned narrow drops the top code, ``raw_max = 2**width - 2`` (QONNX's
+``max_int``). Every saturation to such a format clips to the symmetric range; wrapping into it
+has no two's-complement meaning and is refused; width >= 2.
 """
 
 from __future__ import annotations
@@ -115,16 +121,18 @@ def parse_overflow(value: str | Overflow, allow_ideal: bool = True) -> Overflow:
     return mode
 
 
-_FORMAT_RE = re.compile(r"^\s*(U?)Q(-?\d+)\.(-?\d+)\s*$", re.IGNORECASE)
+_FORMAT_RE = re.compile(r"^\s*(U?)Q(-?\d+)\.(-?\d+)(N?)\s*$", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
 class QFormat:
-    """A fixed-point format ``Q<int_bits>.<frac_bits>``, sign bit inside int_bits."""
+    """A fixed-point format ``Q<int_bits>.<frac_bits>``, sign bit inside int_bits; ``narrow``:
+    the symmetric range (``raw_min = -raw_max``, Brevitas' narrow_range; suffix ``n``)."""
 
     int_bits: int
     frac_bits: int
     signed: bool = True
+    narrow: bool = False
 
     def __post_init__(self) -> None:
         for name in ("int_bits", "frac_bits"):
@@ -135,7 +143,11 @@ class QFormat:
                 )
             object.__setattr__(self, name, int(value))
         object.__setattr__(self, "signed", bool(self.signed))
+        object.__setattr__(self, "narrow", bool(self.narrow))
         width = self.int_bits + self.frac_bits
+        check(not self.narrow or width >= 2,
+              f"narrow QFormat {'' if self.signed else 'U'}Q{self.int_bits}.{self.frac_bits}n has width {width} < 2: "
+              "a narrow (symmetric) range needs at least 2 bits; use width >= 2 or narrow=False")
         check(
             width >= 1,
             f"QFormat Q{self.int_bits}.{self.frac_bits} has width {width} < 1: "
@@ -149,25 +161,25 @@ class QFormat:
 
     @classmethod
     def parse(cls, text: str | QFormat) -> QFormat:
-        """Parse ``'Q4.12'`` (signed, sign in the 4) or ``'UQ8.0'`` (unsigned)."""
+        """Parse ``'Q4.12'`` (signed, sign in the 4), ``'UQ8.0'`` (unsigned), ``'Q1.7n'`` (narrow)."""
         if isinstance(text, QFormat):
             return text
         match = _FORMAT_RE.match(str(text))
         if match is None:
             raise FxpsimError(
                 f"bad format {text!r}: write Q<int_bits>.<frac_bits> with the sign bit "
-                "counted in int_bits, e.g. Q4.12 (16 bits) or UQ8.0 for unsigned"
+                "counted in int_bits, e.g. Q4.12 (16 bits), UQ8.0 for unsigned, Q1.7n for narrow (symmetric)"
             )
-        unsigned, i, f = match.groups()
-        return cls(int(i), int(f), signed=not unsigned)
+        unsigned, i, f, narrow = match.groups()
+        return cls(int(i), int(f), signed=not unsigned, narrow=bool(narrow))
 
     @classmethod
-    def from_width(cls, width: int, int_bits: int, signed: bool = True) -> QFormat:
+    def from_width(cls, width: int, int_bits: int, signed: bool = True, narrow: bool = False) -> QFormat:
         """The format of ``width`` bits with ``int_bits`` integer bits."""
-        return cls(int_bits, width - int_bits, signed)
+        return cls(int_bits, width - int_bits, signed, narrow)
 
     def __str__(self) -> str:
-        return f"{'' if self.signed else 'U'}Q{self.int_bits}.{self.frac_bits}"
+        return f"{'' if self.signed else 'U'}Q{self.int_bits}.{self.frac_bits}{'n' if self.narrow else ''}"
 
     @property
     def width(self) -> int:
@@ -176,13 +188,13 @@ class QFormat:
 
     @property
     def raw_min(self) -> int:
-        """Smallest raw integer: -2**(width-1), or 0 when unsigned."""
-        return -(1 << (self.width - 1)) if self.signed else 0
+        """Smallest raw integer: -2**(width-1) (narrow: -(2**(width-1) - 1)), or 0 when unsigned."""
+        return (-(1 << (self.width - 1)) + self.narrow) if self.signed else 0
 
     @property
     def raw_max(self) -> int:
-        """Largest raw integer: 2**(width-1) - 1, or 2**width - 1 when unsigned."""
-        return (1 << (self.width - 1)) - 1 if self.signed else (1 << self.width) - 1
+        """Largest raw integer: 2**(width-1) - 1, or 2**width - 1 when unsigned (narrow: 2**width - 2)."""
+        return (1 << (self.width - 1)) - 1 if self.signed else (1 << self.width) - 1 - self.narrow
 
     @property
     def lsb(self) -> float:
@@ -233,8 +245,15 @@ def _as_float_array(x, what: str) -> np.ndarray:
     return arr
 
 
+def check_wrappable(fmt: QFormat, where: str) -> None:
+    """Refuse wrapping into a narrow format: its range is not the ``width``-bit two's complement."""
+    check(not fmt.narrow, f"{where}: wrap into the narrow format {fmt} has no two's-complement meaning "
+                          "(its range is symmetric): saturate (clip) to it, or use a format without narrow")
+
+
 def wrap_raw(raw, fmt: QFormat) -> np.ndarray:
     """Keep the low ``fmt.width`` bits of integer ``raw`` (two's complement if signed)."""
+    check_wrappable(fmt, "wrap_raw")
     raw = np.asarray(raw, dtype=np.int64)
     mask = np.int64((1 << fmt.width) - 1)
     return ((raw - np.int64(fmt.raw_min)) & mask) + np.int64(fmt.raw_min)
@@ -324,6 +343,8 @@ def quantize(x, fmt: QFormat, rounding: str | Rounding = Rounding.NEAREST_EVEN,
     fmt = QFormat.parse(fmt)
     rounding = parse_rounding(rounding)
     overflow = parse_overflow(overflow, allow_ideal=False)
+    if overflow is Overflow.WRAP:
+        check_wrappable(fmt, "quantize")
     scaled = _scale_exact(_real_values(x), fmt.frac_bits, rounding)
     if rounding is Rounding.NEAREST_EVEN:
         r = np.rint(scaled)

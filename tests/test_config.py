@@ -18,7 +18,7 @@ def _layer(**kw):
 
 
 def test_every_registered_engine_declares_its_options_and_the_reverse():
-    assert set(ENGINES) == set(ENGINE_OPTIONS) == {"dense", "sparse", "bitserial"}
+    assert set(ENGINES) == set(ENGINE_OPTIONS) == {"dense", "sparse", "bitserial", "xnor"}
     for name, engine in ENGINES.items():
         assert engine.name == name and engine.options == ENGINE_OPTIONS[name]
 
@@ -60,8 +60,9 @@ def test_engine_options_are_filled_sorted_frozen_and_round_trip(tmp_path):
 
 
 @pytest.mark.parametrize("kw, needle", [
-    (dict(engine="xnor"), "engine='xnor' runs binary (XNOR-popcount) layers: run BNN models with `fxpsim binary`"),
-    (dict(engine="simd"), "engine='simd' is not a datapath engine: use one of dense, sparse, bitserial"),
+    (dict(engine="xnor", engine_options={"pool_on": "rows"}), "engine xnor: pool_on='rows' is not one of dots, bits"),
+    (dict(engine="xnor", engine_options={"scale_bits": 61}), "engine xnor: scale_bits=61 is outside [2, 60]"),
+    (dict(engine="simd"), "engine='simd' is not a datapath engine: use one of dense, sparse, bitserial, xnor"),
     (dict(engine=None), "engine=None is not a datapath engine"),
     (dict(engine="dense", engine_options={"pes": 4}), "engine dense has no option 'pes' (its options: none)"),
     (dict(engine="sparse", engine_options={"lanes": 4}), "engine sparse has no option 'lanes' (its options: "
@@ -94,7 +95,7 @@ def test_switching_engine_keeps_stale_options_out():
 @pytest.mark.parametrize("layer, needle", [
     ({"engine": "sparse", "engine_options": [["pes", 4]]}, "engine_options=[['pes', 4]] is not a JSON object"),
     ({"engine": "sparse", "engine_options": {"pes": "64"}}, "pes='64' is not a whole number"),
-    ({"engine": "xnor"}, "fxpsim binary"),
+    ({"engine": "xnor", "engine_options": {"pool_on": 1}}, "pool_on=1 is not one of dots, bits"),
 ])
 def test_bad_engines_in_json_are_one_line_errors(tmp_path, layer, needle):
     d = {"name": "fc1", **FMT, "acc_bits": 20, **layer}

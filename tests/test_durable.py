@@ -10,7 +10,7 @@ import pytest
 from fxpsim import durable
 from fxpsim.modelfile import Model, load_model, save_model
 from fxpsim.network import build_network
-from fxpsim.reports import write_bytes_atomic, write_text_atomic
+from fxpsim.tables import write_bytes_atomic, write_text_atomic
 from fxpsim.train.data import Preprocess
 
 

@@ -97,13 +97,24 @@ def _same_outcome(fast, ref):
 
 # --- kernels against their twins -----------------------------------------------------------------
 
+def _channels_last(cfg, data, channels: int, k: int):
+    """A third of the time ``cfg`` in ``channels-last:C`` order (hls4ml's conv and flatten-Dense
+    order), strided over it in half of those; else ``cfg`` as it is."""
+    if data.draw(st.integers(0, 2)):
+        return cfg
+    rf = data.draw(st.one_of(st.none(), st.integers(1, k + 1)))
+    return replace(cfg, order=f"channels-last:{channels}" + (f"+strided:{rf}" if rf else ""))
+
+
 @given(data=st.data(), cfg=st.one_of(layer_config_st(), layer_config_st(max_x=30, max_w=30, knobs=False)),
        relu=st.booleans(), seed=seed_st)
 def test_dense_step_matches_the_python_int_twin(data, cfg, relu, seed):
     """Every format (width 1 up), BW_acc up to 62, wrap/clip/ideal, every rounding, the knobs; K = 1
     included; operands and biases drawn at their rails; wide operands for the int32 and int64
-    lanes (clip by clamp and by the lane's saturating add, wrap per addition or once)."""
+    lanes (clip by clamp and by the lane's saturating add, wrap per addition or once); channels-last
+    order (K as C channels, position-major, then strided)."""
     m, k, n = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 12)), data.draw(st.integers(1, 5))
+    cfg = _channels_last(cfg, data, data.draw(st.sampled_from([d for d in range(1, k + 1) if k % d == 0])), k)
     x = data.draw(raw_array_st(cfg.fmt_x, (m, k)))
     w = data.draw(raw_array_st(cfg.fmt_w, (k, n)))
     b = data.draw(raw_array_st(cfg.fmt_bias_acc, (n,)))
@@ -136,11 +147,13 @@ def test_lane_plan_picks_the_narrowest_exact_lane(fx, fw, acc, overflow, lane, a
 
 @given(data=st.data(), cfg=layer_config_st(max_x=8, max_w=6), relu=st.booleans(), seed=seed_st)
 def test_conv_step_matches_the_python_int_twin(data, cfg, relu, seed):
-    """Direct conv in the order channel -> row -> column (or strided), padding and stride."""
+    """Direct conv in the order channel -> row -> column (or strided, or channels-last: row ->
+    column -> channel), padding and stride."""
     kh = data.draw(st.integers(1, 3))
     bsz, c, f = data.draw(st.integers(1, 2)), data.draw(st.integers(1, 3)), data.draw(st.integers(1, 3))
     h, wd = data.draw(st.integers(kh, 6)), data.draw(st.integers(kh, 6))
     stride, padding = data.draw(st.integers(1, 3)), data.draw(st.integers(0, 2))
+    cfg = _channels_last(cfg, data, c, c * kh * kh)
     x = data.draw(raw_array_st(cfg.fmt_x, (bsz, c, h, wd)))
     w = data.draw(raw_array_st(cfg.fmt_w, (f, c, kh, kh)))
     b = data.draw(raw_array_st(cfg.fmt_bias_acc, (f,)))
@@ -327,6 +340,21 @@ def test_plan_is_bit_identical_to_simulate(name, data, seed):
     n = data.draw(st.integers(1, 9))
     x = DIGITS.x_test[data.draw(st.integers(0, 400)):][:n]
     plan = _check_plan(sim, config, x, data.draw(st.sampled_from([n, max(1, n - 2), 64])))
+    if plan is not None:
+        assert plan.fallbacks == []
+
+
+@given(data=st.data(), seed=st.integers(0, 2**63 - 1))
+def test_plan_runs_channels_last_convs_and_flatten_dense_bit_identically(data, seed):
+    """digits-cnn with conv2 and fc1 (after conv2's flatten, 16 channels) in hls4ml's
+    channels-last order, strided or not: the plan's kernels == simulate, no fallback."""
+    sim = Simulator(MODEL["digits-cnn"], seed=seed)
+    config = data.draw(network_config_st(sim.names))
+    for name in ("conv2", "fc1"):
+        rf = data.draw(st.sampled_from(["", "+strided:2", "+strided:3"]))
+        config = config.with_layer(sim.names.index(name), order=f"channels-last:16{rf}")
+    x = DIGITS.x_test[data.draw(st.integers(0, 400)):][:data.draw(st.integers(1, 5))]
+    plan = _check_plan(sim, config, x, len(x))
     if plan is not None:
         assert plan.fallbacks == []
 

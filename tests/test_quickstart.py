@@ -289,7 +289,7 @@ def test_layers_table_is_the_config_beside_the_stats(cnn, cfg):
     assert list(t.columns) == list(table.columns) + list(stats.columns[1:])
     pd.testing.assert_frame_equal(t[stats.columns], stats)
     pd.testing.assert_frame_equal(t[table.columns], table)
-    assert (t["max_abs_acc"] == [s.max_abs_acc for s in r.raw.layer_stats]).all()
+    assert (t["max_abs_acc_lsb"] == [s.max_abs_acc for s in r.raw.layer_stats]).all()
     assert "overflow_count=" in repr(r)
 
 
@@ -312,7 +312,7 @@ def test_simulate_on_another_engine_and_bad_arguments(cnn, cfg):
     assert list(sparse.layers["engine"]) == ["sparse"] * 4
     np.testing.assert_array_equal(sparse.raw.logits, dense.raw.logits)  # DESIGN: sparse == dense
     prefix = cnn.simulate(cfg, samples=30, prefix_stats=True)
-    assert (prefix.layers["max_abs_prefix"] >= 0).all()
+    assert (prefix.layers["max_abs_prefix_lsb"] >= 0).all()
     for call, match in [(lambda: cnn.simulate(cfg, samples=0), "samples=0"),
                         (lambda: cnn.simulate(cfg, samples=2.5), "samples=2.5"),
                         (lambda: cnn.simulate(cfg, pes=4), "need an engine"),

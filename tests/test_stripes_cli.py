@@ -16,7 +16,7 @@ from fxpsim.experiments.stripes import (StripesStudy, check_bit_serial, fold_inp
 from fxpsim.modelfile import Model, load_model, save_model
 from fxpsim.network import build_network
 from fxpsim.qformat import QFormat
-from fxpsim.reports import format_csv_float
+from fxpsim.tables import format_csv_float
 from fxpsim.simulate import Evaluator, Simulator, profile
 from fxpsim.sweep import set_data_format, wide_config
 from fxpsim.timing.stripes import (SHAPE_PRESETS, AcceleratorConfig, LayerShape, parse_shapes, profile_from_config,
@@ -193,7 +193,7 @@ def _csv(out, name):
 
 
 def _as_written(value) -> float:
-    """A float as a CSV report holds it (fxpsim.reports' stated precision)."""
+    """A float as a CSV report holds it (fxpsim.tables' stated precision)."""
     return float(format_csv_float(value))
 
 

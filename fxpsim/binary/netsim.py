@@ -22,13 +22,12 @@ network is (:func:`bnn_layers` checks the order)::
    datapath (:func:`fxpsim.datapath.dense.dense`, weights in ``fmt_w``,
    ``acc_bits`` accumulator): a binary and a fixed-point layer in one network.
 
-Pooling and the threshold: ``s(d) = Sign(BN(d))`` is nondecreasing in the
-dot ``d`` where gamma > 0 and nonincreasing where gamma < 0 (constant at
-gamma = 0), so ``s(maxpool(d)) = maxpool(s(d))`` (an OR of the bits) where
-gamma >= 0 but ``= minpool(s(d))`` (an AND) where gamma < 0.
-``pool_on="dots"`` (default) pools the integer dots and compares once;
-``pool_on="bits"`` compares every dot and pools the 1-bit results
-(:func:`threshold_then_pool`); both equal the float order.
+Since issue 13 these steps are the stages of the one
+:class:`fxpsim.simulate.Simulator` (engine ``xnor``, :mod:`fxpsim.binary.engine`;
+the config :func:`fxpsim.binary.stages.bnn_config` makes from this class's
+arguments): :meth:`BnnSimulator.run` chains them and keeps what this
+class always reported (hidden ±1 activations, popcount widths). Pooling
+before the threshold, both orders: :mod:`fxpsim.binary.pooling`.
 
 :meth:`BnnSimulator.float_reference` is the float ±1 computation of the
 same trained model (float64 ±1 arrays, :func:`fxpsim.binary.reference.conv2d_float`,
@@ -38,25 +37,26 @@ are bit-exact equal to the integer run.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
-from ..datapath import dense as datapath
 from ..errors import FxpsimError, check
-from ..graph.geometry import pool_reduce
 from ..graph.layers import AvgPool2D, BatchNorm, Dense, Dropout, Flatten, MaxPool2D
-from ..qformat import QFormat, dequantize, int_bits_for, quantize
-from .bnn import BatchNormParams, SignThreshold, batchnorm_fixed, batchnorm_float, fold_bn_sign, sign
-from .layers import bitplane_conv2d, bitplane_dense, xnor_conv2d, xnor_dense
-from .packing import pack_weights
+from ..qformat import QFormat, dequantize, int_bits_for
+from ..simulate.post import post_int
+from ..simulate.simulator import Simulator, convert_raw
+from .bnn import BatchNormParams, batchnorm_float, sign
+from .engine import scale_format
+from .pooling import POOL_ON, maxpool_float, maxpool_int, threshold_then_pool
+from .popcount import popcount_width
 from .reference import conv2d_float
+from .stages import bnn_config, is_binary_stage
 from .train_layers import BinaryConv2D, BinaryDense, SignActivation
 
+__all__ = ["BnnLayer", "BnnSimResult", "BnnSimulator", "bnn_layers", "maxpool_int", "threshold_then_pool"]
+
 UQ8 = QFormat(8, 0, signed=False)
-PM1 = QFormat(2, 0)  # ±1 activations as raw integers of a 2-bit signed format
-POOL_ON = ("dots", "bits")
 CONV_SPEC = "bconv<F>x<k>[s<s>][p<p>]bnn[-maxpool<n>]-bn-sign"
 DENSE_SPEC = "bfc<N>bnn-bn-sign"
 NET_SPEC = f"{CONV_SPEC} ... {DENSE_SPEC} ... bfc<n>bnn-bn (or a last plain fc<n>)"
@@ -100,56 +100,6 @@ class BnnSimResult:
     """:class:`fxpsim.binary.PopcountWidth` of each binary layer."""
     outputs_wrapped: int
     """Outputs changed by a too-narrow accumulator (binary layers and the fixed-point fc)."""
-
-
-def _check_pool(y: np.ndarray, size: int) -> None:
-    check(y.ndim == 4 and min(y.shape[2:]) >= size,
-          f"max pooling {size}x{size} needs NCHW input at least {size}x{size}, got shape {y.shape}")
-
-
-def _pool_windows(y: np.ndarray, size: int, stride: int) -> np.ndarray:
-    """View ``(B, C, OH, OW, size, size)`` of the pooling windows (no padding, floor mode)."""
-    _check_pool(y, size)
-    return sliding_window_view(y, (size, size), axis=(2, 3))[:, :, ::stride, ::stride]
-
-
-def maxpool_int(y: np.ndarray, size: int, stride: int) -> np.ndarray:
-    """Max pooling of integer dots ``(B, C, H, W)``: exact, the float pool of the same values."""
-    y = np.asarray(y)
-    _check_pool(y, size)
-    return pool_reduce(y, size, stride, np.maximum)
-
-
-def threshold_then_pool(acc: np.ndarray, thr: SignThreshold, size: int, stride: int,
-                        flat: bool = False) -> np.ndarray:
-    """``Sign(BN(maxpool(acc)))`` as compare-then-pool on 1-bit values (BNN Algorithm 4).
-
-    Each dot is compared with its channel's threshold, then the bits are
-    pooled: OR (max) where the compare is ``a >= t`` (gamma >= 0), AND (min)
-    where flipped ``a <= t`` (gamma < 0: BN+sign decreases, so max pooling
-    of the dots is a min pooling of the signs). ``flat``: one threshold per
-    pooled position (a BatchNorm over the flattened map); returns ``(B, C*OH*OW)``.
-    """
-    win = _pool_windows(np.asarray(acc, dtype=np.int64), size, stride)
-    b, c, oh, ow = win.shape[:4]
-    shape = (1, c, oh, ow, 1, 1) if flat else (1, c, 1, 1, 1, 1)
-    t, f = thr.threshold.reshape(shape), thr.flip.reshape(shape)
-    bits = np.where(f, win <= t, win >= t)
-    out = np.where(f[..., 0, 0], bits.all(axis=(4, 5)), bits.any(axis=(4, 5)))
-    a = np.where(out, 1, -1).astype(np.int8)
-    return a.reshape(b, -1) if flat else a
-
-
-def _maxpool_float(a: np.ndarray, size: int, stride: int) -> np.ndarray:
-    """Float reference max pooling by window offsets (shares no code with :func:`maxpool_int`)."""
-    oh = (a.shape[2] - size) // stride + 1
-    ow = (a.shape[3] - size) // stride + 1
-    out = np.full(a.shape[:2] + (oh, ow), -np.inf)
-    for i in range(size):
-        for j in range(size):
-            np.maximum(out, a[:, :, i:i + stride * (oh - 1) + 1:stride, j:j + stride * (ow - 1) + 1:stride],
-                       out=out)
-    return out
 
 
 def bnn_layers(network) -> list[BnnLayer]:
@@ -230,13 +180,15 @@ class BnnSimulator:
         self.input_shape = tuple(model.network.input_shape) if self.layers[0].conv is not None else None
         last = self.layers[-1]
         if last.binary:
-            g = last.bn.gamma / np.sqrt(last.bn.var + last.bn.eps)
-            ib = int_bits_for(float(np.abs(g).max()))
-            self.fmt_scale = QFormat(ib, int(scale_bits) - ib)
+            self.fmt_scale = scale_format(last.bn, scale_bits)
         else:
             self.fmt_scale = None
             self.fmt_w = fmt_w or QFormat(int_bits_for(float(np.abs(last.weights).max())),
                                           16 - int_bits_for(float(np.abs(last.weights).max())))
+        self.sim = Simulator(model)
+        self.config = bnn_config(self.sim.stages, fmt_x=fmt_x, fmt_y=fmt_y, acc_bits=self.acc_bits,
+                                 scale_bits=scale_bits, pool_on=pool_on, fmt_w=fmt_w)
+        self._params = None
 
     def input_raw(self, x: np.ndarray) -> np.ndarray:
         """Raw integers of ``fmt_x`` from images: ``(B, K)``, or NCHW for a conv first layer."""
@@ -255,60 +207,32 @@ class BnnSimulator:
               f"conv BNN input has shape {x.shape}: expected (B, {', '.join(map(str, self.input_shape))})")
         return x.reshape((len(x),) + self.input_shape)
 
-    def _sign_layer(self, acc: np.ndarray, layer: BnnLayer, bound: int, frac: int) -> np.ndarray:
-        """Hidden ±1 activations: [max pool], BN + sign as integer thresholds, [flatten]."""
-        thr = fold_bn_sign(layer.bn, -bound, bound, frac)
-        if layer.pool is not None and self.pool_on == "bits":
-            return threshold_then_pool(acc, thr, *layer.pool, flat=layer.bn_flat)
-        if layer.pool is not None:
-            acc = maxpool_int(acc, *layer.pool)
-        return thr.apply(acc.reshape(len(acc), -1) if layer.bn_flat else acc)
-
     def run(self, x_raw: np.ndarray) -> BnnSimResult:
-        """The integer network on raw inputs of ``fmt_x``: ``(B, K)``, or ``(B, C, H, W)`` for a conv."""
-        acc_bits = self.acc_bits
+        """The integer network on raw inputs of ``fmt_x``: ``(B, K)``, or ``(B, C, H, W)`` for a conv.
+
+        The stages of :class:`fxpsim.simulate.Simulator` under :attr:`config` (engine xnor for the
+        BNN layers, dense for a plain output fc), one after the other, their ±1 outputs kept."""
+        sim, config = self.sim, self.config
+        if self._params is None:
+            self._params = [sim.stage_params(i, cfg) for i, cfg in enumerate(config)]
+        h = np.asarray(self._input(x_raw), dtype=np.int64)
         hidden, widths, wrapped = [], [], 0
-        a = None
-        n = len(self.layers)
-        max_x = max(abs(self.fmt_x.raw_min), self.fmt_x.raw_max)
-        x_raw = self._input(x_raw)
-        for li, layer in enumerate(self.layers):
-            k = layer.k
-            if layer.conv is None and a is not None:
-                a = a.reshape(len(a), -1)  # flatten (C order, as fxpsim.graph.layers.Flatten)
-            if not layer.binary:  # fixed-point fc on the ±1 activations, integer datapath
-                w_raw = quantize(layer.weights, self.fmt_w, "nearest-even", "clip")
-                fl_acc = self.fmt_w.frac_bits + PM1.frac_bits
-                b_raw = quantize(layer.bias, QFormat.from_width(acc_bits, acc_bits - fl_acc),
-                                 "nearest-even", "clip")
-                res = datapath.dense(a.astype(np.int64), w_raw, b_raw, fmt_x=PM1, fmt_w=self.fmt_w,
-                                    fmt_y=self.fmt_y, acc_bits=acc_bits, overflow="wrap")
-                wrapped += int(res.stats.outputs_affected)
-                return BnnSimResult(dequantize(res.y, self.fmt_y), res.y, res.acc, tuple(hidden),
-                                    tuple(widths), wrapped)
-            if layer.conv is not None:
-                stride, padding = layer.conv
-                if li == 0:
-                    res = bitplane_conv2d(x_raw, self.fmt_x, layer.weights, stride=stride, padding=padding,
-                                          acc_bits=acc_bits)
-                else:
-                    res = xnor_conv2d(a, layer.weights, stride=stride, padding=padding, pad_mode="zero",
-                                      acc_bits=acc_bits)
-            elif li == 0:
-                res = bitplane_dense(x_raw.reshape(len(x_raw), -1), self.fmt_x, pack_weights(layer.weights),
-                                     acc_bits=acc_bits)
-            else:
-                res = xnor_dense(a, pack_weights(layer.weights), acc_bits=acc_bits)
-            frac, bound = (self.fmt_x.frac_bits, max_x * k) if li == 0 else (0, k)
-            widths.append(res.width)
-            wrapped += res.outputs_wrapped
-            if li == n - 1:
-                y = batchnorm_fixed(res.y, layer.bn, fmt_scale=self.fmt_scale, fmt_y=self.fmt_y,
-                                    frac_bits_acc=frac, acc_max_abs=bound)
-                return BnnSimResult(dequantize(y, self.fmt_y), y, res.y, tuple(hidden), tuple(widths), wrapped)
-            a = self._sign_layer(res.y, layer, bound, frac)
-            hidden.append(a)
-        raise AssertionError("unreachable: the last layer returns")
+        for i, cfg in enumerate(config):
+            if i:
+                h = convert_raw(h, config[i - 1].fmt_y, cfg.fmt_x, cfg.rounding)
+            w, b = self._params[i]
+            res = sim.run_kernel(i, h, w, b, cfg)
+            stage = sim.stages[i]
+            wrapped += int(res.stats.outputs_affected)
+            if is_binary_stage(stage):
+                width = popcount_width(stage.fan_in, self.acc_bits)
+                widths.append(replace(width, dot_bits=w.bound.bit_length() + 1) if w.bitplane else width)
+                if stage.binary.sign:
+                    hidden.append((res.y >> cfg.fmt_y.frac_bits).astype(np.int8))
+            h = res.y
+            for op, layer in stage.post:
+                h = post_int(op, layer, h, cfg.fmt_y, cfg, sim.seed)
+        return BnnSimResult(dequantize(res.y, self.fmt_y), res.y, res.acc, tuple(hidden), tuple(widths), wrapped)
 
     def float_reference(self, x_raw: np.ndarray) -> tuple[np.ndarray, tuple]:
         """The trained model's float ±1 computation: (output dots or fc output, hidden ±1 activations)."""
@@ -322,7 +246,7 @@ class BnnSimulator:
             if layer.conv is not None:
                 acc = conv2d_float(a, layer.weights, *layer.conv)
                 if layer.pool is not None:
-                    acc = _maxpool_float(acc, *layer.pool)
+                    acc = maxpool_float(acc, *layer.pool)
                 if layer.bn_flat:
                     acc = acc.reshape(len(acc), -1)
             else:

@@ -21,8 +21,8 @@ import shlex
 import time
 from pathlib import Path
 
-from .common import (BATCH_TYPE, DECAY_TYPE, LR_TYPE, SHIFT_TYPE, VAL_FRACTION_TYPE, check_out_dir, check_shift,
-                     checked_network, epochs_type, seed_type, stem_type, threads_type)
+from .common import (BATCH_TYPE, DECAY_TYPE, LR_TYPE, QUIET_HELP, SHIFT_TYPE, VAL_FRACTION_TYPE, check_out_dir,
+                     check_shift, checked_network, epochs_type, progress_of, seed_type, stem_type, threads_type)
 
 DEFAULT_ARCH = "fc256-bn-relu-fc256-bn-relu-fc10"
 ALL_METHODS = ("float", "bc", "bcs", "bnn", "bwn", "xnor", "twn", "ttq")
@@ -41,18 +41,20 @@ def add_parser(sub) -> None:
                    help=f"comma-separated subset of {','.join(ALL_METHODS)} (bcs: stochastic BinaryConnect)")
     p.add_argument("--dataset", default="digits", help="digits (embedded) or mnist")
     p.add_argument("--data-dir", default=None, help="directory with the four MNIST IDX files (or $FXPSIM_DATA)")
-    p.add_argument("--epochs", type=epochs_type(), default=20)
+    p.add_argument("--epochs", type=epochs_type(), default=20, help="passes over the training split, per method")
     p.add_argument("--lr", type=LR_TYPE, default=3e-3, help="initial learning rate (Adam)")
-    p.add_argument("--optimizer", default="adam")
+    p.add_argument("--optimizer", default="adam", help="sgd, momentum, nesterov, adagrad, rmsprop, "
+                                                        "rmsprop-nesterov, adam")
     p.add_argument("--schedule", default="exponential", help="constant, step, exponential, inverse")
     p.add_argument("--decay", type=DECAY_TYPE, default=None,
                    help="k of the exponential decay per epoch (default: lr falls 100x over the run)")
     p.add_argument("--loss", default="cross-entropy",
                    help="training loss: cross-entropy (softmax) or square-hinge (the L2-SVM output of "
                         "BinaryConnect and BNN: mean of max(0, 1 - t z)^2, t = +-1 one-hot)")
-    p.add_argument("--batch-size", type=BATCH_TYPE, default=100)
-    p.add_argument("--seed", type=seed_type(), default=0)
-    p.add_argument("--val-fraction", type=VAL_FRACTION_TYPE, default=0.1)
+    p.add_argument("--batch-size", type=BATCH_TYPE, default=100, help="images per optimizer step")
+    p.add_argument("--seed", type=seed_type(), default=0, help="seed of initialisation, splits and batches")
+    p.add_argument("--val-fraction", type=VAL_FRACTION_TYPE, default=0.1,
+                   help="share of the training data held out for validation (0 to below 1)")
     p.add_argument("--shift", type=SHIFT_TYPE, default=0, help="random translation augmentation (pixels)")
     p.add_argument("--threads", type=threads_type(), default=1, help="BLAS threads (default 1)")
     p.add_argument("--model-dir", default="models/binary", help="where the trained models are written/read")
@@ -63,7 +65,7 @@ def add_parser(sub) -> None:
     p.add_argument("--append", action="store_true",
                    help="merge the rows into an existing report of the same name (per arch and method)")
     p.add_argument("--out", default="reports", help="folder for the CSV/Markdown report (default reports/)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     p.set_defaults(func=run)
 
 
@@ -186,7 +188,8 @@ def _train_or_load(method, base_spec, data, args, path, log):
     log(f"{method}: training {base_spec} ({args.epochs} epochs, {config.optimizer} lr {config.lr:g}, "
         f"{config.schedule} k={decay:.3g}, batch {config.batch_size}, {config.loss} loss, "
         f"preprocess {config.preprocess})")
-    model, _ = train(data, base_spec, config, progress=not args.quiet, log=log if args.quiet else None)
+    bars, epoch_log = progress_of(args, log)
+    model, _ = train(data, base_spec, config, progress=bars, log=epoch_log)
     model.metadata["binary_method"] = method
     model.metadata["command"] = recorded_command(getattr(args, "argv", None))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -200,7 +203,7 @@ def run(args) -> int:
 
     from ..binary.train_layers import METHOD_NAMES
     from ..network import resolve_spec
-    from ..reports import format_table, write_table
+    from ..tables import format_table, write_table
     from ..train.data import DATASET_SHAPES, load_dataset, parse_dataset
     from ..train.trainer import evaluate
 

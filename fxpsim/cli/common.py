@@ -12,7 +12,8 @@ import numpy as np
 from ..config import ENGINE_OPTIONS, ModelRecord, _short
 from ..errors import FxpsimError, check
 from ..modelfile import DEFAULT_MODEL, check_architecture, check_writable, model_budget
-from ..reports import REPORTS_DIR
+from ..progress import bars_on
+from ..tables import REPORTS_DIR
 from . import arg_type
 
 
@@ -27,6 +28,17 @@ def add_model_args(p, optional: bool = False) -> None:
     p.add_argument("--data-dir", default=None, help="folder with the MNIST IDX files (or $FXPSIM_DATA)")
     p.add_argument("--out", default=str(REPORTS_DIR), help="folder for reports (default: reports/)")
     p.add_argument("--seed", type=seed_type(), default=0, help="seed of the calibration sample")
+
+
+QUIET_HELP = "no progress bars (drawn only when stderr is a terminal): a line per epoch instead"
+
+
+def progress_of(args, log=print):
+    """``(bars, log)`` of a command's ``--quiet``: progress bars only on a terminal and without ``--quiet``
+    (:func:`fxpsim.progress.bars_on`); otherwise no bars and one line per epoch or round through ``log``, so
+    a captured log holds lines, never ``\\r`` redraws."""
+    bars = bars_on(getattr(args, "quiet", False))
+    return bars, (None if bars else log)
 
 
 def model_path(name: str | None) -> Path:
@@ -285,3 +297,23 @@ def model_record(path, model) -> ModelRecord:
     from ..simulate.stages import model_record as record
 
     return record(path, model)
+
+
+def add_parallel_options(p) -> None:
+    """``--jobs N`` (worker processes, one thread each) and ``--scheduler local|tcp://HOST:PORT``
+    (Dask distributed, the ``[dist]`` extra): where a search's independent evaluations run."""
+    from ..parallel import MAX_JOBS
+
+    p.add_argument("--jobs", type=whole(1, MAX_JOBS, "--jobs", f"worker processes, 1 (here, in order) to "
+                                                             f"{MAX_JOBS}, e.g. 2 (one per core)"), default=1,
+                   help="worker processes for independent evaluations (default 1; the reports are the same)")
+    p.add_argument("--scheduler", default=None,
+                   help="run the evaluations on Dask: 'local' (a LocalCluster of --jobs workers) or "
+                        "tcp://HOST:PORT (a running scheduler); needs the [dist] extra")
+
+
+def parallel_of(args):
+    """The :class:`fxpsim.parallel.Parallel` of ``--jobs`` / ``--scheduler``."""
+    from ..parallel import Parallel
+
+    return Parallel(getattr(args, "jobs", 1), getattr(args, "scheduler", None))

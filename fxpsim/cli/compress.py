@@ -18,13 +18,14 @@ import time
 from pathlib import Path
 
 from . import arg_type
-from .common import check_out_dir, check_out_file, check_pes, epochs_type, int_in, samples_type, whole
+from .common import (check_out_dir, check_out_file, check_pes, epochs_type, int_in, progress_of, samples_type,
+                     whole)
 from .retraining import add_retrain_args, retraining_from, sparsity_arg
 from ..compress.retrain import select_layers
 from ..errors import check
 from ..experiments.compress import CompressStudy, run_compress
 from ..modelfile import load_model, save_model
-from ..reports import REPORTS_DIR, format_table, write_table
+from ..tables import REPORTS_DIR, format_table, write_table
 from ..sparse.pe import eie_matrix
 
 
@@ -86,7 +87,7 @@ def run(args) -> int:
     if args.pes is not None:  # more PEs asked than rows fails before the pruning, not after
         check_pes(args.pes, _rows(study))
     t0 = time.perf_counter()
-    report = run_compress(study, log=print if args.quiet else None)
+    report = run_compress(study, log=progress_of(args)[1])
     name, source = report.name, report.source
     write_table(report.layers, f"{name}-compress", args.reports, title=f"Compression of {source.name} per layer",
                 text=report.settings)

@@ -13,7 +13,7 @@ def add_parser(sub) -> None:
     d.add_argument("--cache-dir", default=None, help="target directory (default $FXPSIM_CACHE or ~/.cache/fxpsim)")
     d.add_argument("--timeout", type=real(0, 3600, "--timeout", "seconds to wait for a mirror, above 0 and at most "
                                                             "an hour, e.g. 30", lo_open=True),
-                   default=30.0, help="seconds per connection attempt")
+                   default=30.0, help="timeout of one connection attempt, in seconds")
     p.set_defaults(func=run)
 
 

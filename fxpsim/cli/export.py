@@ -5,7 +5,8 @@ per layer the quantized weights and biases (``.mem``, ``.coe``, a C++ header), t
 images' inputs, expected outputs, final accumulators and overflow counts, a manifest, and the
 Verilog PE (``fxpsim/rtl``). ``--hls4ml OUT.json``: hls4ml's per-layer config (``Precision``,
 ``ReuseFactor``, ``Strategy``; :mod:`fxpsim.interop.hls4ml`), or a one-line refusal of a knob hls4ml
-computes otherwise. Each output kind is one entry of :data:`TARGETS` (a flag, and the
+computes otherwise. ``--qonnx OUT.onnx [--qcdq]``: the model with the config as QONNX (or QCDQ)
+ONNX (:mod:`fxpsim.interop.qonnx_export`), which ``fxpsim import`` reads back. Each output kind is one entry of :data:`TARGETS` (a flag, and the
 function that writes it from the loaded model, data and config); the command runs every one
 the command line asks for.
 """
@@ -19,6 +20,7 @@ from .common import int_in, load_model_and_data, seed_type
 from ..config import NetworkConfig
 from ..errors import check
 from ..interop.hls4ml import write_hls4ml_config
+from ..interop.qonnx_export import write_qonnx
 from ..interop.vectors import write_vectors
 
 
@@ -43,6 +45,12 @@ def add_parser(sub) -> None:
     p.add_argument("--hls4ml", default=None, metavar="OUT.json",
                    help="write hls4ml's per-layer config (Precision, ReuseFactor, Strategy) that computes "
                         "what fxpsim computes (docs: fxpsim.interop.hls4ml)")
+    p.add_argument("--qonnx", default=None, metavar="OUT.onnx",
+                   help="write the model with the config as QONNX (Quant nodes; the config in the metadata), "
+                        "which `fxpsim import` reads back (docs: fxpsim.interop.qonnx_export)")
+    p.add_argument("--qcdq", action="store_true",
+                   help="with --qonnx: QuantizeLinear/Clip/DequantizeLinear instead of Quant (onnxruntime runs "
+                        "it; formats up to 8 bits, nearest-even)")
     p.set_defaults(func=run)
 
 
@@ -58,7 +66,11 @@ def _hls4ml(args, path, model, data, config) -> list[Path]:
     return [write_hls4ml_config(args.hls4ml, model, config, model_file=path)]
 
 
-TARGETS = (("vectors", _vectors), ("hls4ml", _hls4ml))
+def _qonnx(args, path, model, data, config) -> list[Path]:
+    return [write_qonnx(args.qonnx, model, config, qcdq=args.qcdq)]
+
+
+TARGETS = (("vectors", _vectors), ("hls4ml", _hls4ml), ("qonnx", _qonnx))
 """(argument, writer(args, model path, model, dataset, config) -> paths written) per output kind."""
 
 
@@ -68,7 +80,8 @@ def run(args) -> int:
     check(args.out is None or args.vectors is not None,
           "--out DIR is where --vectors N writes: add --vectors N")
     check(any(getattr(args, name) is not None for name, _ in TARGETS),
-          "nothing to export: give --vectors N --out DIR, or --hls4ml OUT.json")
+          "nothing to export: give --vectors N --out DIR, --hls4ml OUT.json or --qonnx OUT.onnx")
+    check(not args.qcdq or args.qonnx is not None, "--qcdq chooses the form --qonnx OUT.onnx writes: add --qonnx")
     config = NetworkConfig.load(args.config)  # a bad file fails before the model loads
     path, model, data = load_model_and_data(args, config)  # a config made for another model is refused
     for name, write in TARGETS:

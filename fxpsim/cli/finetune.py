@@ -13,9 +13,9 @@ import pandas as pd
 
 from ..config import NetworkConfig
 from ..errors import check
-from ..reports import format_table
+from ..tables import format_table
 from . import arg_type
-from .common import LR_TYPE, check_made_for, int_in, model_record, seed_type
+from .common import LR_TYPE, QUIET_HELP, check_made_for, int_in, model_record, progress_of, seed_type
 
 
 def add_parser(sub) -> None:
@@ -27,7 +27,8 @@ def add_parser(sub) -> None:
     p.add_argument("--config", required=True,
                    help="per-layer datapath config (JSON written by `fxpsim search`) the forward pass runs")
     p.add_argument("--epochs", type=arg_type(int_in(1, None, "--epochs", "fine-tuning runs at least one epoch, "
-                                                                       "e.g. --epochs 3")), default=3)
+                                                                       "e.g. --epochs 3")), default=3,
+                   help="passes over the training split")
     p.add_argument("--out", required=True, help="fine-tuned model file to write (.npz)")
     p.add_argument("--acc-aware", action="store_true",
                    help="project each output channel's integer weights onto the A2Q L1 bound for the config's "
@@ -43,7 +44,7 @@ def add_parser(sub) -> None:
     p.add_argument("--data-dir", default=None, help="folder with the MNIST IDX files (or $FXPSIM_DATA)")
     p.add_argument("--threads", type=arg_type(int_in(1, None, "--threads", "e.g. --threads 1")), default=1,
                    help="BLAS and Numba threads (default 1: reproducible)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     p.set_defaults(func=run)
 
 
@@ -56,7 +57,7 @@ def run(args) -> int:
 
     run = FineTune(epochs=args.epochs, lr=args.lr, seed=args.seed, acc_aware=args.acc_aware,
                    simulate_acc=not args.ideal_acc, batch_size=args.batch_size, threads=args.threads,
-                   progress=not args.quiet)
+                   progress=progress_of(args)[0])
     config = NetworkConfig.load(args.config)
     out = Path(args.out)
     check(out.suffix == ".npz", f"--out {out} must end in .npz (a model file)")
@@ -67,11 +68,11 @@ def run(args) -> int:
     check_made_for(config, args.model, start, args)  # a config of another model fails before the data
     Simulator(start).check_config(config)
     setup = load_for_retraining(args.model, Retraining(data_dir=args.data_dir, threads=args.threads,
-                                                       progress=not args.quiet))
+                                                       progress=progress_of(args)[0]))
     print(f"fine-tuning {setup.path} to {args.config} for {run.epochs} epochs"
           f"{' (accumulator-aware: A2Q projection)' if run.acc_aware else ''}"
           f"{', unbounded accumulators in training' if args.ideal_acc else ''}")
-    outcome = finetune_model(setup, config, run, log=print if args.quiet else None)
+    outcome = finetune_model(setup, config, run, log=progress_of(args)[1])
     save_model(out, outcome.result.model)
     config.for_model(model_record(out, outcome.result.model)).save(out_config)  # the same formats, bound to M
     res = outcome.result

@@ -6,7 +6,7 @@ import sys
 
 from . import arg_type
 from .common import real
-from ..qformat import QFormat, dequantize, parse_rounding, quantize, to_bits
+from ..qformat import QFormat, Rounding, dequantize, parse_rounding, quantize, to_bits
 
 
 def add_parser(sub) -> None:
@@ -16,8 +16,11 @@ def add_parser(sub) -> None:
                                                   "a value to quantize is a finite number (NaN and inf are "
                                                   "not values: DESIGN.md)"),
                    help="values to quantize and show")
-    p.add_argument("--rounding", type=arg_type(parse_rounding), default="nearest-even")
-    p.add_argument("--overflow", default="clip", choices=["wrap", "clip"])
+    p.add_argument("--rounding", type=arg_type(parse_rounding), default="nearest-even",
+                   metavar="{" + ",".join(r.value for r in Rounding) + "}",
+                   help="how a value between two steps of the format is rounded")
+    p.add_argument("--overflow", default="clip", choices=["wrap", "clip"],
+                   help="a value outside the range: wrap (two's complement) or clip (saturate)")
     p.set_defaults(func=run)
 
 

@@ -30,7 +30,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ..interop.onnx_import import config_path, import_onnx  # onnx loads only for this command
     from ..modelfile import check_writable, save_model
-    from ..reports import format_table
+    from ..tables import format_table
 
     out = check_writable(Path(args.out))
     result = import_onnx(args.model, args.dataset, args.input_scale)

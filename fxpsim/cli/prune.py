@@ -10,14 +10,15 @@ study is :func:`fxpsim.experiments.prune.run_prune`.
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
-from .common import check_out_dir, check_out_file, real
+from .common import check_out_dir, check_out_file, progress_of, real
 from .retraining import add_retrain_args, retraining_from, sparsity_arg
-from ..experiments.prune import SENSITIVITY_TEXT, PruneStudy, plot_sensitivity, run_prune
+from ..experiments.prune import SENSITIVITY_TEXT, PruneStudy, error_warning, plot_sensitivity, run_prune
 from ..modelfile import save_model
-from ..reports import REPORTS_DIR, format_table, save_figure, write_table
+from ..tables import REPORTS_DIR, format_table, save_figure, write_table
 
 
 MAX_QUALITY = 100.0
@@ -50,7 +51,7 @@ def run(args) -> int:
     check_out_file(study.out)
     check_out_dir(args.reports, "--reports")
     t0 = time.perf_counter()
-    report = run_prune(study, log=print if args.quiet else None)
+    report = run_prune(study, log=progress_of(args)[1])
     stem, source = study.out.stem, report.source.stem
     if report.sensitivity is not None:
         write_table(report.sensitivity, f"{source}-sensitivity", args.reports,
@@ -62,4 +63,7 @@ def run(args) -> int:
     write_table(report.rounds, f"{stem}-prune", args.reports, title=report.title, text=report.text)
     print(format_table(report.rounds, floatfmt=".4f"))
     print(f"{report.source.name}: {report.summary}; saved {study.out} in {time.perf_counter() - t0:.0f} s")
+    warning = error_warning(report, study)
+    if warning is not None:
+        print(warning, file=sys.stderr)
     return 0

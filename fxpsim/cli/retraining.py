@@ -8,7 +8,7 @@ Not a command: :func:`add_retrain_args` registers the options and
 from __future__ import annotations
 
 from . import arg_type
-from .common import epochs_type, penalty_type, real, threads_type, whole
+from .common import QUIET_HELP, epochs_type, penalty_type, progress_of, real, threads_type, whole
 from ..experiments.prune import Retraining, parse_sparsity
 
 
@@ -39,7 +39,7 @@ def add_retrain_args(p) -> None:
                    help="layers to prune, e.g. fc1,fc2 (default: every Dense/Conv2D layer)")
     p.add_argument("--data-dir", default=None, help="folder with the MNIST IDX files (or $FXPSIM_DATA)")
     p.add_argument("--threads", type=threads_type(), default=1, help="BLAS threads (default 1)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help=QUIET_HELP)
 
 
 def retraining_from(args) -> Retraining:
@@ -47,4 +47,4 @@ def retraining_from(args) -> Retraining:
     return Retraining(iterations=args.iterations, retrain_epochs=args.retrain_epochs,
                       final_epochs=args.final_epochs, lr_divisor=args.lr_divisor,
                       weight_decay=args.weight_decay, layers=args.layers, data_dir=args.data_dir,
-                      threads=args.threads, progress=not args.quiet)
+                      threads=args.threads, progress=progress_of(args)[0])

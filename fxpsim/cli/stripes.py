@@ -27,7 +27,7 @@ from ..errors import FxpsimError, check
 from ..experiments.stripes import TOLERANCES, StripesStudy, plot_speedups, run_study
 from ..interop.models import read_model
 from ..qformat import MAX_WIDTH
-from ..reports import (
+from ..tables import (
     REPORTS_DIR,
     format_table,
     model_provenance,
@@ -129,6 +129,7 @@ def add_parser(sub) -> None:
                    help="report file stem (default from the model/shapes)")
     p.add_argument("--force", action="store_true",
                    help="time a --config made for another model (its recorded weights digest or layers differ)")
+    p.add_argument("--quiet", action="store_true", help="no progress line per searched tolerance")
     p.set_defaults(func=run)
 
 
@@ -167,14 +168,18 @@ def run(args) -> int:
                          tolerances=args.tolerance if args.tolerance is not None else TOLERANCES,
                          weight_bits=args.weight_bits, raw_input=args.raw_input, seed=args.seed,
                          name=args.name or None, simulate=args.simulate)
-    report = run_study(study, model, data, calibration, log=print)
+    report = run_study(study, model, data, calibration, log=None if args.quiet else print)
 
     name = report.name
     for cfg_stem, cfg in report.configs:
         print(f"config {cfg.for_model(record).save(out / f'{cfg_stem}.json')}")
     write_table(report.table, name, out, title=f"Stripes timing: {name}", text=report.text)
     write_table(report.summary, f"{name}_summary", out, title=f"Stripes profiles: {name}")
-    save_figure(plot_speedups(report.table, report.figure_title), out / f"{name}.png")
+    fig = plot_speedups(report.table, report.figure_title)
+    if fig is None:
+        print("no conv layer: every layer runs bit-parallel (speedup 1.00), so no plot is drawn")
+    else:
+        save_figure(fig, out / f"{name}.png")
     print(format_table(report.summary))
     print()
     print(format_table(report.table))
@@ -183,5 +188,6 @@ def run(args) -> int:
     for note in report.notes:
         if note:
             print(note)
-    print(f"wrote {out / name}.csv/.md/.png and {name}_summary.csv/.md ({time.perf_counter() - t0:.1f} s)")
+    png = "/.png" if fig is not None else ""
+    print(f"wrote {out / name}.csv/.md{png} and {name}_summary.csv/.md ({time.perf_counter() - t0:.1f} s)")
     return 0

@@ -1,15 +1,17 @@
-"""``fxpsim sweep MODEL --what weight-frac|data-int|data-frac``: Judd et al.'s uniform sweeps (Fig. 2)."""
+"""``fxpsim sweep [MODEL] --what weight-frac|data-int|data-frac``: Judd et al.'s uniform sweeps (Fig. 2).
+
+The report is ``<model>_sweep`` for the default sweep (all three fields, 0:16 bits); a sweep of other
+fields or bits names them, so it never overwrites another: ``<model>_sweep_data-frac_bits2to8``."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
-
 from . import arg_type
-from .common import add_model_args, calibration_set, check_out_dir, load_model_and_data, samples_type, stem_for
+from .common import (add_model_args, add_parallel_options, calibration_set, check_out_dir, load_model_and_data,
+                     parallel_of, samples_type, stem_for)
 from ..errors import FxpsimError, check
-from ..reports import format_table, model_provenance, save_figure, write_table
+from ..tables import format_table, model_provenance, save_figure, write_table
 from ..search.sweeps import WHAT
 
 
@@ -23,14 +25,29 @@ def _bits(text: str) -> range:
     return range(lo, hi + 1)
 
 
+DEFAULT_BITS = range(0, 17)
+
+
+def report_stem(model_stem: str, what, bits: range) -> str:
+    """``<model>_sweep``, then each setting that is not the default: the fields, the bits."""
+    parts = [f"{model_stem}_sweep"]
+    if what and list(dict.fromkeys(what)) != list(WHAT):
+        parts.append("-".join(dict.fromkeys(what)))
+    if bits != DEFAULT_BITS:
+        parts.append(f"bits{bits.start}to{bits.stop - 1}")
+    return "_".join(parts)
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("sweep", help="accuracy vs one uniform bit-width field (Judd et al. Fig. 2)")
-    add_model_args(p)
+    add_model_args(p, optional=True)
     p.add_argument("--what", action="append", choices=WHAT,
                    help="field to sweep (repeatable; default: all three)")
-    p.add_argument("--bits", type=arg_type(_bits), default=range(0, 17), help="LO:HI (default 0:16)")
+    p.add_argument("--bits", type=arg_type(_bits), default=DEFAULT_BITS,
+                   help="bits of the swept field, LO:HI (default 0:16)")
     p.add_argument("--samples", type=samples_type("--samples"), default=None,
-                   help="evaluate on this many test samples (default: the whole test split)")
+                   help="evaluate on this many test images (default: the whole test split)")
+    add_parallel_options(p)
     p.set_defaults(func=run)
 
 
@@ -47,8 +64,8 @@ def run(args) -> int:
     if args.samples is not None:
         x, y = x[: args.samples], y[: args.samples]
     ev = Evaluator(sim, x, y)
-    df = pd.concat([sweep(ev, prof, what, args.bits) for what in (args.what or WHAT)], ignore_index=True)
-    stem = f"{stem_for(path)}_sweep"
+    df = sweep(ev, prof, tuple(args.what or WHAT), args.bits, parallel_of(args))
+    stem = report_stem(stem_for(path), args.what, args.bits)
     out = Path(args.out)
     write_table(df, stem, out, title="Uniform sweeps (Judd et al. Fig. 2)",
                 text=f"Model {model_provenance(path)}, {len(y)} test samples, float accuracy {ev.float_accuracy:.4f}. "

@@ -197,14 +197,33 @@ def check_knobs(cfg: LayerConfig, engine: str, honoured: tuple[str, ...]) -> Non
                      "or leave that knob at its default")
 
 
+def check_channels_last(cfg: LayerConfig, k: int, channels: int | None = None) -> None:
+    """``order="channels-last:C..."`` needs C to divide K (dense) or to be the conv's input
+    ``channels``; a one-line error otherwise."""
+    c = cfg.channels_last
+    if c is None:
+        return
+    if channels is not None:
+        check(c == channels, f"layer {cfg.name}: order={cfg.order} names {c} channels but the conv has "
+                             f"{channels} input channels: use order=channels-last:{channels}")
+    check(k % c == 0, f"layer {cfg.name}: order={cfg.order}: K={k} inputs are not {c} channels of equal "
+                      f"size (K % C != 0): give the channel count of the flattened input, a divisor of {k}")
+
+
 def order_permutation(cfg: LayerConfig, k: int) -> np.ndarray | None:
-    """The input indices in accumulation order for ``order="strided:RF"`` (k = r, r + RF, ...
-    for r = 0..RF-1, hls4ml's Resource strategy), or None when that is 0..K-1 (sequential,
-    RF = 1 or RF >= K) or the order is ``tree``."""
-    rf = cfg.reuse_factor
-    if rf is None or rf == 1 or rf >= k:
+    """The input indices in accumulation order, or None when that is 0..K-1 (sequential, RF = 1
+    or RF >= K, or ``tree``). ``strided:RF``: k = r, r + RF, ... for r = 0..RF-1 (hls4ml's
+    Resource strategy); ``channels-last:C``: k = c * K/C + s for s, then c (hls4ml's channels-last
+    tensors); ``channels-last:C+strided:RF``: strided over that sequence."""
+    rf, c = cfg.reuse_factor, cfg.channels_last
+    if rf is None or (c is None and (rf == 1 or rf >= k)):
         return None
-    return np.concatenate([np.arange(r, k, rf) for r in range(rf)])
+    seq = np.arange(k)
+    if c is not None and c > 1 and k // c > 1:
+        seq = seq.reshape(c, k // c).T.ravel()
+    if rf > 1 and rf < k:
+        seq = np.concatenate([seq[r::rf] for r in range(rf)])
+    return None if np.array_equal(seq, np.arange(k)) else seq
 
 
 _INT_TYPES = (np.int8, np.int16, np.int32, np.int64)
@@ -244,6 +263,7 @@ def check_operands(x, w, b, cfg: LayerConfig, conv: bool = False):
         n_out = w.shape[1]
         k = w.shape[0]
     check(k >= 1, f"the reduction length K is {k}: a layer needs at least one input per output")
+    check_channels_last(cfg, k, w.shape[1] if conv else None)
     bias = check_bias(b, n_out, cfg)
     if cfg.overflow is Overflow.IDEAL:
         check_int64_sums(k, cfg, bias, "ideal accumulation",

@@ -6,8 +6,10 @@ taken to FL_acc (default FL_w + FL_x: shifted left exactly, or rounded with
 BW_acc; the accumulator holds BW_acc bits, starts at the bias and is wrapped
 or clipped after EVERY addition, in the layer's ``order``: sequential (dense
 k = 0..K-1, conv channel -> kernel row -> kernel column), ``strided:RF``
-(k = r, r + RF, ... for r = 0..RF-1) or ``tree`` (pairwise adder tree over
-the sequential order, every node BW_acc bits, the bias added last);
+(k = r, r + RF, ... for r = 0..RF-1), ``channels-last:C[+strided:RF]``
+(hls4ml's channels-last tensors: K as C channels of K/C positions, added
+position-major, then strided) or ``tree`` (pairwise adder tree over the
+sequential order, every node BW_acc bits, the bias added last);
 ``ideal``: an unbounded accumulator. The output is ``shift_round(acc, FL_acc
 - FL_y)``, clipped (``output_overflow="wrap"``: wrapped) to ``fmt_y``, then
 the activation, all on integers. The layer's
@@ -56,8 +58,9 @@ The knobs keep these paths where they are provably exact (:func:`_accumulate`):
   whole call is the plain datapath on shifted weights.
 - ``product="cast"`` changes no product when ``max|x| max|w| <= acc_max``
   (or the accumulator is ideal): the exact product, the plain datapath.
-- ``strided:RF`` (RF = 1 or RF >= K is sequential) is just another sequence
-  of k: the lane kernels on permuted inputs, every fast path unchanged.
+- ``strided:RF`` (RF = 1 or RF >= K is sequential) and ``channels-last:C``
+  are just other sequences of k (:func:`~.core.order_permutation`): the lane
+  kernels on permuted im2col columns and weight rows, every fast path unchanged.
 - Wrap is modular, so every order and cast gives ``wrap(exact sum)``; an
   output whose bound proves no overflow gives the exact sum in any order.
   The tree and casts need a stricter bound (partial sums without the bias,
@@ -611,7 +614,7 @@ def conv2d(x, w, b=None, cfg: LayerConfig | None = None, *, stride=1, padding=0,
            fmt_w=None, fmt_y=None, acc_bits=None, overflow=None, rounding=None, activation="none",
            seed=None, prefix_stats=False) -> DatapathResult:
     """Bit-exact 2-D convolution, NCHW, zero padding, sequential order channel -> row -> column
-    (strided and tree orders over that sequence).
+    (strided and tree orders over that sequence; ``channels-last:C``: row -> column -> channel).
 
     ``x`` (B, C, H, W), ``w`` (F, C, kh, kw), ``b`` (F,) in the accumulator
     format; ``cfg`` or the keywords as :func:`dense`. Computed as im2col +

@@ -32,7 +32,14 @@ engines' own functions).
   Equal to dense for wrap/ideal, and for clip with unsigned activations,
   ``lanes=1`` and datapath brick order (:meth:`Engine.equals_dense`).
 
-Binary (XNOR-popcount) layers are not fixed-point stages: ``fxpsim binary``.
+- ``xnor``: BNN (Courbariaux, Hubara et al. 2016, Algorithm 4) stages, the
+  ones :func:`fxpsim.simulate.stages.build_stages` cuts at a ``bnn`` layer
+  (:mod:`fxpsim.binary.stages`): XNOR-popcount (bit planes for a first
+  layer on raw integers), max pooling of the dots, BatchNorm + Sign folded
+  into integer thresholds, the output BatchNorm in fixed point
+  (:mod:`fxpsim.binary.engine`; twin :mod:`fxpsim.datapath.xnor_reference`).
+  Options ``pool_on`` (dots | bits), ``scale_bits``. It runs only such
+  stages, and the other engines only fixed-point ones (:meth:`Engine.check_stage`).
 """
 
 from __future__ import annotations
@@ -42,6 +49,8 @@ from typing import ClassVar, Protocol
 
 import numpy as np
 
+from ..binary.engine import xnor_prepare, xnor_run
+from ..binary.stages import is_binary_stage
 from ..config import ENGINE_OPTIONS, KNOBS, EngineOption, LayerConfig
 from ..errors import FxpsimError, check
 from ..qformat import Overflow
@@ -55,7 +64,7 @@ from .bitserial import bit_serial_conv2d, bit_serial_dense
 from .core import OverflowStats, check_knobs, conv_geometry, im2col
 
 __all__ = ["ENGINES", "BitSerialCycles", "BitSerialEngine", "DenseEngine", "Engine", "EngineResult",
-           "EngineStats", "SparseEngine", "SparseLayerStats", "SparseWeights", "get", "register"]
+           "EngineStats", "SparseEngine", "SparseLayerStats", "SparseWeights", "XnorEngine", "get", "register"]
 
 COLUMN_POINTER_BYTES = 2**30
 """Most memory the sparse engine's per-PE column pointers and schedule may take (pes x columns)."""
@@ -133,6 +142,8 @@ class Engine:
     """Whether ``run(..., prefix_stats=True)`` gives DESIGN.md's exact ``max_abs_prefix``."""
     knobs: ClassVar[tuple[str, ...]] = KNOBS
     """The datapath knobs (:data:`fxpsim.config.KNOBS`) this engine runs off their defaults."""
+    binary: ClassVar[bool] = False
+    """Runs BNN stages (``stage.binary``, engine xnor) instead of fixed-point ones."""
 
     @property
     def options(self) -> tuple[EngineOption, ...]:
@@ -141,8 +152,16 @@ class Engine:
 
     def prepare(self, stage: Stage, w_raw: np.ndarray, cfg: LayerConfig):
         """The weights as this engine stores them (default: the raw ints), after :meth:`check_knobs`."""
+        self.check_stage(stage)
         self.check_knobs(cfg)
         return w_raw
+
+    def check_stage(self, stage: Stage) -> None:
+        """A one-line error when ``stage`` is a BNN stage and this engine a fixed-point one, or back."""
+        if is_binary_stage(stage) != self.binary:
+            what = "a BNN stage (±1 weights and activations)" if is_binary_stage(stage) else "a fixed-point stage"
+            fix = "engine xnor" if is_binary_stage(stage) else "engine dense (or sparse, bitserial)"
+            raise FxpsimError(f"layer {stage.name} is {what}, which engine {self.name} does not run: give it {fix}")
 
     def check_knobs(self, cfg: LayerConfig) -> None:
         """A one-line error when ``cfg`` sets a knob off its default that this engine does not run."""
@@ -258,6 +277,7 @@ class SparseEngine(Engine):
 
     def prepare(self, stage, w_raw, cfg) -> SparseWeights:
         """Encode the raw weights once (the Simulator caches this per stage and config)."""
+        self.check_stage(stage)
         self.check_knobs(cfg)
         pes, columns = cfg.options["pes"], int(np.prod(w_raw.shape[1:]) if stage.kind == "conv2d"
                                                    else w_raw.shape[0])
@@ -337,6 +357,34 @@ class BitSerialEngine(Engine):
                 or (not cfg.fmt_x.signed and o["lanes"] == 1 and o["brick_order"] == "datapath"))
 
 
+@dataclass(frozen=True, slots=True)
+class XnorEngine(Engine):
+    """BNN stages by XNOR-popcount, thresholds and a fixed-point output BatchNorm
+    (:mod:`fxpsim.binary.engine`); no datapath knob off its default, overflow wrap or ideal."""
+
+    name: ClassVar[str] = "xnor"
+    knobs: ClassVar[tuple[str, ...]] = ()
+    binary: ClassVar[bool] = True
+    exact_prefix: ClassVar[bool] = False  # popcounts sum words, not the products one by one
+
+    def prepare(self, stage, w_raw, cfg):
+        """Pack the ±1 weights, fold BatchNorm (+ Sign) into thresholds, once per stage and config."""
+        self.check_stage(stage)
+        self.check_knobs(cfg)
+        return xnor_prepare(stage.name, stage.kind, stage.binary, w_raw, cfg)
+
+    def run(self, stage, x_raw, params, b_raw, cfg, seed, prefix_stats=False) -> EngineResult:
+        if prefix_stats:
+            self.check_prefix_stats(stage.name)
+        y, dots, stats = xnor_run(stage.kind, stage.stride, stage.padding, stage.binary, x_raw, params, cfg)
+        return EngineResult(y, dots, EngineStats(**stats))
+
+    def equals_dense(self, cfg) -> bool:
+        """No dense engine runs a BNN stage: a comparison with dense keeps these stages on xnor (and
+        the engine is checked against its Python-int twin, :mod:`fxpsim.datapath.xnor_reference`)."""
+        return True
+
+
 # --------------------------------------------------------------------------- registry
 
 ENGINES: dict[str, Engine] = {}
@@ -362,3 +410,4 @@ def get(name: str) -> Engine:
 register(DenseEngine())
 register(SparseEngine())
 register(BitSerialEngine())
+register(XnorEngine())

@@ -85,10 +85,13 @@ def term(p: int, cfg: LayerConfig) -> tuple[int, int]:
 
 
 def order_of(k: int, cfg: LayerConfig) -> list[int]:
-    """The input indices in the layer's order: 0..K-1, or strided:RF's k = r, r + RF, ...
-    for r = 0..RF-1 (tree: the sequential order of its leaves)."""
+    """The input indices in the layer's order: 0..K-1, or channels-last:C's k = c * K/C + s for
+    s = 0..K/C-1, then c = 0..C-1; then strided:RF's positions t = r, r + RF, ... for r = 0..RF-1
+    of that sequence (tree: the sequential order of its leaves)."""
     rf = cfg.reuse_factor or 1
-    return [i for r in range(rf) for i in range(r, k, rf)]
+    c = cfg.channels_last or 1
+    seq = [ch * (k // c) + s for s in range(k // c) for ch in range(c)]
+    return [seq[t] for r in range(rf) for t in range(r, k, rf)]
 
 
 class _Accumulator:
@@ -188,7 +191,8 @@ def dense(x, w, b=None, cfg: LayerConfig | None = None, *, fmt_x=None, fmt_w=Non
 def conv2d(x, w, b=None, cfg: LayerConfig | None = None, *, stride=1, padding=0, fmt_x=None,
            fmt_w=None, fmt_y=None, acc_bits=None, overflow=None, rounding=None, activation="none",
            seed=None, prefix_stats=False) -> DatapathResult:
-    """Reference conv: direct loops, order channel -> kernel row -> kernel column."""
+    """Reference conv: direct loops, products listed channel -> kernel row -> kernel column
+    (channels-last:C adds them row -> column -> channel: :func:`order_of`)."""
     cfg, seed = call_config(cfg, activation, seed, fmt_x=fmt_x, fmt_w=fmt_w, fmt_y=fmt_y, acc_bits=acc_bits,
                             overflow=overflow, rounding=rounding)
     x, w, bias = check_operands(x, w, b, cfg, conv=True)

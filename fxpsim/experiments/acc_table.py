@@ -29,8 +29,10 @@ import pandas as pd
 from ..constraints import MAX_OPERAND_BITS, solution_space
 from ..errors import check
 from ..modelfile import Model
+from ..parallel import SERIAL, Parallel
 from ..search import (acc_bits_sweep, accumulator_search, layer_ranges, overflow_case_study,
                       required_accumulator_table)
+from ..search.accumulator import sweep_points
 from ..simulate import Evaluator, Simulator, profile
 
 __all__ = ["AccTableReport", "AccTableStudy", "run_acc_table"]
@@ -90,16 +92,30 @@ class AccTableReport:
                 (f"{s}_overflow_case", self.case, self.case_title, None))
 
 
-def run_acc_table(study: AccTableStudy, model: Model, calibration) -> AccTableReport:
+ETA_AFTER = 3
+"""Sweep points after which :func:`run_acc_table` says how long the rest will take."""
+
+
+def run_acc_table(study: AccTableStudy, model: Model, calibration, parallel: Parallel = SERIAL,
+                  say=None) -> AccTableReport:
     """Run the study on ``model`` with the calibration sample ``calibration = (x, y)`` (validation split).
 
     One :class:`fxpsim.simulate.Evaluator` serves every step, in the order
-    required table, solution space, sweep, case study.
+    required table, solution space, sweep, case study; the sweep's points run on
+    ``parallel`` (the same tables for any). ``say(line)``, if given, hears how many
+    evaluations the sweep makes and, after :data:`ETA_AFTER` points, how long it will take.
     """
+    import time
+
     x_cal, y_cal = calibration
     sim = Simulator(model, seed=study.seed)
     ev = Evaluator(sim, x_cal, y_cal)
     prof = profile(sim, ev.x, prepared=True)
+    points, feasible = sweep_points(ev, prof, study.sweep_bits)
+    if say is not None:
+        say(f"acc table: {len(points)} sweep points (constraint x overflow x BW_acc), {len(feasible)} with a "
+            f"solution: {sum(feasible.values())} evaluations of {len(ev.y)} samples on {parallel.describe()}, "
+            "plus the required-range table and the case study")
     req = required_accumulator_table(ev, prof)
     required_text = (
         f"Model {study.source}; 8-bit weights and data (profiled integer bits). Integer lengths IL_acc "
@@ -111,10 +127,37 @@ def run_acc_table(study: AccTableStudy, model: Model, calibration) -> AccTableRe
     space = pd.concat([solution_space(r, b) for r in layer_ranges(ev, prof)], ignore_index=True)
     space_text = (f"Every (BW_w, BW_d) up to {MAX_OPERAND_BITS} bits per layer: safe under WC_w/WC_d or "
                   "ACT_w/WC_d (checked exactly on raw integers), the ACT_w optima, the ACT_y line.")
-    sweep = acc_bits_sweep(ev, prof, bits=study.sweep_bits, progress=study.progress)
+    t0 = time.perf_counter()
+
+    def on_point(done: int, total: int) -> None:
+        if say is not None and done == ETA_AFTER and total > done:
+            left = (time.perf_counter() - t0) / done * (total - done)
+            say(f"acc table: {done} of {total} sweep points in {time.perf_counter() - t0:.1f} s; "
+                f"about {left:.0f} s to go")
+
+    sweep = acc_bits_sweep(ev, prof, bits=study.sweep_bits, progress=study.progress, parallel=parallel,
+                           on_point=on_point)
     config, _ = accumulator_search(ev, prof, study.case_search_bits, "act-y", "wrap")
     case = overflow_case_study(ev, config, study.case_bits)
     case_title = (f"Overflow case study: formats fixed (act-y at {study.case_search_bits} bits), "
                   "accumulator narrowed, wrap vs clip")
     return AccTableReport(study.stem, len(ev.y), req, required_text, space,
                           f"Solution space at BW_acc = {b} (de Bruin Fig. 4)", space_text, sweep, case, case_title)
+
+
+def sweep_grid(sweep: pd.DataFrame) -> pd.DataFrame:
+    """The sweep as the terminal shows it: a row per BW_acc, a flat column ``constraint/overflow``
+    of normalized accuracy each (blank where that width has no solution)."""
+    cols = list(dict.fromkeys(zip(sweep["constraint"], sweep["overflow"])))
+    grid = pd.DataFrame({"acc_bits": list(dict.fromkeys(sweep["acc_bits"]))})
+    for c, o in cols:
+        part = sweep[(sweep["constraint"] == c) & (sweep["overflow"] == o)].set_index("acc_bits")
+        grid[f"{c}/{o}"] = grid["acc_bits"].map(part["normalized_accuracy"]).astype(float)
+    return grid
+
+
+def terminal_tables(report: AccTableReport) -> tuple[tuple[str, pd.DataFrame], ...]:
+    """``(title, table)`` of what ``search --acc-table`` prints: flat columns, no NaN cells."""
+    return (("Required accumulator range (IL_acc, sign excluded)", report.required),
+            ("Normalized accuracy vs BW_acc (constraint/overflow)", sweep_grid(report.sweep)),
+            (report.case_title, report.case))

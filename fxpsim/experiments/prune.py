@@ -26,12 +26,12 @@ from ..compress.retrain import PruneConfig, iterative_prune, select_layers, sens
 from ..errors import FxpsimError, check
 from ..graph import Network
 from ..modelfile import Model, load_model
-from ..reports import new_figure
+from ..tables import new_figure
 from ..train.data import Dataset, load_dataset, train_val_split
 from ..train.trainer import TrainConfig, evaluate
 
-__all__ = ["SENSITIVITY_RATIOS", "SENSITIVITY_TEXT", "PruneReport", "PruneStudy", "RetrainSetup", "Retraining",
-           "check_targets", "float_accuracy", "load_for_retraining", "parse_sparsity", "plot_sensitivity",
+__all__ = ["SENSITIVITY_RATIOS", "SENSITIVITY_TEXT", "WARN_POINTS", "PruneReport", "PruneStudy", "RetrainSetup",
+           "Retraining", "check_targets", "error_warning", "float_accuracy", "load_for_retraining", "parse_sparsity", "plot_sensitivity",
            "prune_network", "run_prune", "sensitivity_table"]
 
 SENSITIVITY_RATIOS = (0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98)
@@ -230,6 +230,22 @@ class PruneReport:
         """One line: test error before -> after and the weights kept (overall and per layer)."""
         return (f"test error {100 * (1 - self.accuracy_before):.2f} % -> {100 * (1 - self.accuracy_after):.2f} % "
                 f"with {100 * (1 - self.sparsity):.2f} % of the weights kept ({_kept_list(self.kept)})")
+
+
+WARN_POINTS = 5.0
+"""Test-error rise (percentage points) beyond which ``fxpsim prune`` warns (issue 17)."""
+
+
+def error_warning(report: PruneReport, study: PruneStudy, points: float = WARN_POINTS) -> str | None:
+    """One line if the pruned test error is more than ``points`` above the dense one, naming the flag
+    to change; None otherwise."""
+    before, after = 100 * (1 - report.accuracy_before), 100 * (1 - report.accuracy_after)
+    if after - before <= points:
+        return None
+    flag = ("a lower --quality" if study.quality is not None else
+            "a lower --target-sparsity") + " (or more --iterations / --retrain-epochs / --final-epochs)"
+    return (f"warning: pruning raised the test error by {after - before:.2f} points ({before:.2f} % -> "
+            f"{after:.2f} %), more than {points:g}: try {flag}")
 
 
 def _kept_list(kept: dict[str, float]) -> str:

@@ -33,19 +33,22 @@ from ..config import NetworkConfig
 from ..constraints import CONSTRAINTS
 from ..errors import FxpsimError, check
 from ..modelfile import DEFAULT_MODEL
-from ..reports import format_table, model_provenance, new_figure, save_figure, write_table
+from ..tables import format_table, model_provenance, new_figure, save_figure, write_table
 from ..search import accumulator_search, check_acc_bits, layer_ranges
 from ..simulate import Evaluator, SimResult, Simulator, profile
 from ..train.qat import FineTune, FineTuneResult, accumulator_bounds, fine_tune
 from ..train.trainer import evaluate
 from .prune import RetrainSetup, Retraining, load_for_retraining
 
-__all__ = ["METHODS", "FinetuneOutcome", "QatReport", "QatStudy", "finetune_model", "main", "plot_qat",
-           "run_qat_study"]
+__all__ = ["METHODS", "AlternateResult", "FinetuneOutcome", "QatReport", "QatStudy", "alternate", "finetune_model",
+           "main", "plot_qat", "run_qat_study", "search_config"]
 
 METHODS = ("post-training", "fine-tuned", "acc-aware")
 """The study's rows per (constraint, BW_acc): the search's config as it is, the model fine-tuned to it
 (accumulator simulated), and fine-tuned with the A2Q projection."""
+
+ALTERNATING = "alternating"
+"""The optional fourth row (``QatStudy.rounds``): search and acc-aware fine-tuning alternated (:func:`alternate`)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -94,6 +97,66 @@ def finetune_model(setup: RetrainSetup, config: NetworkConfig, run: FineTune, lo
     return FinetuneOutcome(result, before, after, float(before.float_accuracy), float(float_after), bounds)
 
 
+# --- search and fine-tuning alternated ----------------------------------------------------------------
+
+def search_config(model, calibration, bits: int, constraint: str, overflow: str, seed: int = 0) -> NetworkConfig:
+    """de Bruin's search (:func:`fxpsim.search.accumulator_search`) on ``model`` with ``calibration = (x, y)``."""
+    sim = Simulator(model, seed=seed)
+    ev = Evaluator(sim, *calibration)
+    return accumulator_search(ev, profile(sim, ev.x, prepared=True), bits, constraint, overflow)[0]
+
+
+def config_formats(config: NetworkConfig) -> str:
+    """``conv1 Q2.7*Q2.5 ... fc2 Q1.4*Q5.-1 out Q5.14``: each layer's weight and data format and the last
+    layer's output format (the others' outputs are the next layer's data), a config's compact view."""
+    return " ".join(f"{layer.name} {layer.fmt_w}*{layer.fmt_x}" for layer in config.layers) + \
+        f" out {config.layers[-1].fmt_y}"
+
+
+@dataclass(frozen=True, eq=False)
+class AlternateResult:
+    """The model fine-tuned to ``config`` in the last round, its fine-tuning ``result``, one row per
+    round (``rounds``) and whether the search found the same config again (``converged``)."""
+
+    model: object
+    config: NetworkConfig
+    result: FineTuneResult
+    rounds: pd.DataFrame
+    converged: bool
+
+
+def alternate(setup: RetrainSetup, calibration, bits: int, constraint: str, overflow: str, run: FineTune,
+              rounds: int, first: tuple[NetworkConfig, FineTuneResult] | None = None, log=None) -> AlternateResult:
+    """Search, fine-tune to the config found, search again on the fine-tuned model, ...: stops when
+    the search returns the config the model was just fine-tuned to, or after ``rounds`` fine-tunings
+    (or when the new search has no solution). ``first``: round 1 already done (its config and result).
+    Each round's row: its config, validation and test accuracy (integer run), the next search's verdict."""
+    check(isinstance(rounds, int) and rounds >= 1, f"rounds={rounds!r} must be a whole number >= 1")
+    x_tr, y_tr, x_val, y_val, _, _ = setup.splits
+    x_test, y_test = setup.data.x_test, setup.data.y_test
+    config = first[0] if first is not None else search_config(setup.model, calibration, bits, constraint,
+                                                              overflow, run.sim_seed)
+    rows, converged = [], False
+    for k in range(1, rounds + 1):
+        result = first[1] if (k == 1 and first is not None) else \
+            fine_tune(setup.model if k == 1 else result.model, config, (x_tr, y_tr, x_val, y_val), setup.base, run)
+        test = Simulator(result.model, seed=run.sim_seed).simulate(x_test, config, y_test)
+        try:
+            nxt = search_config(result.model, calibration, bits, constraint, overflow, run.sim_seed)
+            verdict = "same config: stop" if nxt == config else "new config"
+        except FxpsimError as exc:
+            nxt, verdict = config, f"no solution: stop ({exc})"
+        rows.append({"round": k, "formats": config_formats(config), "val_accuracy": result.val_accuracy,
+                     "kept_epoch": result.kept_epoch, "test_accuracy": test.accuracy, "next_search": verdict})
+        if log is not None:
+            log(f"round {k}: val {result.val_accuracy:.4f} test {test.accuracy:.4f}; next search: {verdict}")
+        converged = nxt == config
+        if converged or k == rounds:
+            break
+        config = nxt
+    return AlternateResult(result.model, config, result, pd.DataFrame(rows), converged)
+
+
 # --- the study ------------------------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
@@ -112,8 +175,11 @@ class QatStudy:
     run: FineTune = FineTune(epochs=5, lr=1e-3)
     samples: int = 500
     seed: int = 0
+    rounds: int = 0
+    """> 0: add the ``alternating`` row, at most this many fine-tunings (:func:`alternate`)."""
 
     def __post_init__(self) -> None:
+        check(isinstance(self.rounds, int) and 0 <= self.rounds <= 20, f"rounds={self.rounds!r} must be 0 to 20")
         bits = tuple(self.bits)
         check(bool(bits) and all(isinstance(b, int) and not isinstance(b, bool) and 2 <= b <= 32 for b in bits),
               f"bits={bits!r} must be accumulator widths in 2..32, e.g. 8, 9, ..., 16")
@@ -183,13 +249,14 @@ def run_qat_study(study: QatStudy, setup: RetrainSetup, calibration, log=None) -
     ranges = layer_ranges(ev, prof)
     x_test, y_test = setup.data.x_test, setup.data.y_test
     float_acc = float_test_accuracy(sim, x_test, y_test)
+    methods = METHODS + ((ALTERNATING,) if study.rounds else ())
     rows = []
     for constraint in study.constraints:
         for bits in study.bits:
             try:
                 check_acc_bits(constraint, ranges, bits)
             except FxpsimError:
-                rows += [_row(constraint, bits, m, None, float_acc) for m in METHODS]
+                rows += [_row(constraint, bits, m, None, float_acc) for m in methods]
                 continue
             config, _ = accumulator_search(ev, prof, bits, constraint, study.overflow)
             ptq = sim.simulate(x_test, config, y_test)
@@ -199,8 +266,14 @@ def run_qat_study(study: QatStudy, setup: RetrainSetup, calibration, log=None) -
                 res = fine_tune(model, config, (x_tr, y_tr, x_val, y_val), setup.base, run)
                 out = Simulator(res.model, seed=run.sim_seed).simulate(x_test, config, y_test)
                 rows.append(_row(constraint, bits, method, out, float_acc, res.model, config, res, run.sim_seed))
+            if study.rounds:  # round 1 is the acc-aware row's fine-tuning
+                alt = alternate(setup, calibration, bits, constraint, study.overflow, run, study.rounds,
+                                first=(config, res))
+                out = Simulator(alt.model, seed=run.sim_seed).simulate(x_test, alt.config, y_test)
+                rows.append(_row(constraint, bits, ALTERNATING, out, float_acc, alt.model, alt.config, alt.result,
+                                 run.sim_seed) | {"rounds": len(alt.rounds), "converged": alt.converged})
             if log is not None:
-                done = rows[-3:]
+                done = rows[-len(methods):]
                 log(f"{constraint} BW_acc={bits}: normalized " + ", ".join(
                     f"{r['method']} {r['normalized_accuracy']:.4f}" for r in done))
     table = pd.DataFrame(rows)
@@ -222,25 +295,33 @@ def run_qat_study(study: QatStudy, setup: RetrainSetup, calibration, log=None) -
         "range they reach, > 1 when some input overflows); `overflow_count`: additions "
         "that overflowed on the test split; `rescaled_channels`: channel rescalings of the projection, "
         "summed over the steps. A width without a solution under a constraint has empty rows.")
+    if study.rounds:
+        text += (f" `alternating`: the acc-aware model searched again on the same calibration samples, fine-tuned "
+                 f"(acc-aware) to the new config, and so on, at most {study.rounds} fine-tunings in all, stopping "
+                 "when the search returns the config the model was fine-tuned to (`converged`); the row is the "
+                 "last model under its own config (`rounds`: fine-tunings run).")
     return QatReport(study.stem, table, f"Post-training vs fine-tuned vs accumulator-aware: {study.stem}", text)
 
 
 def plot_qat(report: QatReport):
-    """Normalized accuracy vs BW_acc, a panel per constraint, a line per method."""
+    """Normalized accuracy vs BW_acc, a panel per constraint, a line per method (each method
+    nudged 0.1 bit sideways so that coinciding lines stay visible); the 99 % line labelled."""
     df = report.table
     cons = list(dict.fromkeys(df["constraint"]))
     fig, axes = new_figure(1, len(cons), figsize=(4.2 * len(cons), 3.8), squeeze=False)
     for ax, c in zip(axes[0], cons):
-        for method, marker in zip(METHODS, ("o", "s", "^")):
+        for k, (method, marker) in enumerate(zip(dict.fromkeys(df["method"]), ("o", "s", "^", "D"))):
             part = df[(df["constraint"] == c) & (df["method"] == method)]
-            ax.plot(part["acc_bits"], part["normalized_accuracy"], marker=marker, label=method)
-        ax.axhline(0.99, color="grey", linewidth=0.8, linestyle=":")
+            ax.plot(part["acc_bits"] + 0.1 * (k - 1), part["normalized_accuracy"], marker=marker, label=method)
+        ax.axhline(0.99, color="grey", linewidth=0.8, linestyle=":", label="99 % of float accuracy")
         ax.set_title(f"constraint {c}", fontsize=9)
-        ax.set_xlabel("accumulator bits BW_acc")
+        ax.set_xlabel("accumulator width BW_acc (bits)")
         ax.set_ylim(0, 1.05)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("normalized accuracy")
-    axes[0][-1].legend(fontsize=7)
+    axes[0][0].set_ylabel("normalized accuracy (accuracy / float)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=len(labels),
+               title="weights from", title_fontsize=8)
     fig.suptitle(report.title, fontsize=10)
     return fig
 
@@ -268,23 +349,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0, help="fine-tuning seed (mini-batch order)")
     p.add_argument("--samples", type=int, default=500, help="calibration samples of the search")
+    p.add_argument("--rounds", type=int, default=0,
+                   help="> 0: add the alternating search / acc-aware fine-tuning row, at most ROUNDS fine-tunings; "
+                        "the report is then <model>_qat_alternating")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     try:
         path = Path(args.model)
         study = QatStudy(path.stem, model_provenance(path), _bits(args.bits), tuple(args.constraints.split(",")),
                          args.overflow, FineTune(epochs=args.epochs, lr=args.lr, seed=args.seed),
-                         samples=args.samples)
+                         samples=args.samples, rounds=args.rounds)
         setup = load_for_retraining(path, Retraining(data_dir=args.data_dir, progress=False))
         calibration = calibration_set(setup.model, setup.data, study.samples, study.seed)
         report = run_qat_study(study, setup, calibration, log=None if args.quiet else print)
     except (FxpsimError, OSError) as exc:
         print(f"{p.prog}: error: {exc}", file=sys.stderr)
         return 2
-    out = Path(args.out)
-    for f in write_table(report.table, f"{study.stem}_qat", out, title=report.title, text=report.text):
+    out, name = Path(args.out), f"{study.stem}_qat" + ("_alternating" if study.rounds else "")
+    for f in write_table(report.table, name, out, title=report.title, text=report.text):
         print(f"wrote {f}")
-    print(f"wrote {save_figure(plot_qat(report), out / f'{study.stem}_qat.png')}")
+    print(f"wrote {save_figure(plot_qat(report), out / f'{name}.png')}")
     print(format_table(report.pivot()))
     return 0
 

@@ -20,7 +20,7 @@ repository root, its report folder option (``--out``, or ``--reports`` for
   ``--models-dir`` (default ``models/``, as README's commands do) and read
   from there by the later entries; the trained base models are inputs.
 
-Reports are deterministic by construction (:mod:`fxpsim.reports`: floats at
+Reports are deterministic by construction (:mod:`fxpsim.tables`: floats at
 a stated precision, a model named by file name and sha256, no wall-clock
 time, PNGs without a version stamp). Not in the byte-for-byte set:
 
@@ -162,6 +162,9 @@ ENTRIES: tuple[Entry, ...] = (
           _tolerance("digits-cnn"), 0.3, quick=True),
     Entry("digits-cnn-sweep", ("sweep", "models/digits-cnn.npz"), _files("digits-cnn_sweep", ".csv", ".md", ".png"),
           0.2, quick=True),
+    Entry("digits-resnet-acc16", ("search", "models/digits-resnet.npz", "--acc-bits", "16", *QUIET),
+          _files("digits-resnet_acc16_act-w_wrap", ".csv", ".md", "_config.json"), 0.3, quick=True,
+          note="the residual (DAG) digits model: de Bruin's search through its Add"),
     Entry("digits-cnn-acc-table", ("search", "models/digits-cnn.npz", "--acc-table", *QUIET),
           _acc_table("digits-cnn"), 4.0, quick=True,
           note="acc_bits_sweep dominates: 130 s on a quiet machine, 250 s under load"),
@@ -209,7 +212,8 @@ ENTRIES: tuple[Entry, ...] = (
                "the committed lenet300-mnist-1pe-compress* need --pes 1 --index-bits 5 --clusters 64"),
     Entry("lenet300-sparse-eval", ("eval", "{models}/lenet300-mnist-pruned.npz", "--sparse", "--pes", "64",
                                    "--index-bits", "4", *MNIST, "--report"),
-          _files("lenet300-mnist-pruned-64pe-sparse", ".csv", ".md"), 1.0),
+          _files("lenet300-mnist-pruned-64pe-sparse", ".csv", ".md")
+          + _files("lenet300-mnist-pruned_eval_sparse", ".csv", ".md"), 1.0),
     Entry("lenet5-caffe-prune", ("prune", "models/lenet5-caffe-mnist.npz", "--target-sparsity",
                                  "conv1=0.34,conv2=0.88,fc1=0.92,fc2=0.81", "--iterations", "4",
                                  "--retrain-epochs", "1", "--final-epochs", "3", "--lr-divisor", "4", *MNIST,
@@ -242,6 +246,17 @@ OTHER_ENTRIES: tuple[Entry, ...] = (
     Entry("digits-cnn-qat", ("models/digits-cnn.npz", "--quiet"), _files("digits-cnn_qat", ".csv", ".md", ".png"),
           7.0, runner="fxpsim.experiments.qat",
           note="digits, but 54 float32 fine-tunings: they repeat on one BLAS kernel, so FULL, not --quick"),
+    Entry("digits-cnn-qat-alternating", ("models/digits-cnn.npz", "--rounds", "3", "--quiet"),
+          _files("digits-cnn_qat_alternating", ".csv", ".md", ".png"), 15.0, runner="fxpsim.experiments.qat",
+          note="digits-cnn-qat plus search and acc-aware fine-tuning alternated (at most 3 fine-tunings): FULL"),
+    Entry("lenet5-mnist-qat-alternating", ("models/lenet5-mnist.npz", "--data-dir", "{data}", "--bits",
+                                           "8,10,12,14,16", "--constraints", "a2q", "--epochs", "3", "--lr", "1e-4",
+                                           "--rounds", "3", "--quiet"),
+          _files("lenet5-mnist_qat_alternating", ".csv", ".md", ".png"), 60.0, runner="fxpsim.experiments.qat",
+          note="LeNet-5/MNIST, 20 fine-tunings of 3 epochs on 54,000 images: FULL, about an hour"),
+    Entry("transfer", ("--quiet",), ("transfer.csv", "transfer.md"), 5.0, runner="fxpsim.experiments.transfer",
+          note="digits and the shipped LeNet-5/MNIST trunk (no MNIST files needed), but 11 float32 trainings: "
+               "FULL, not --quick"),
 )
 """Reports written by a module other than ``fxpsim``'s CLI; run with the FULL part."""
 

@@ -38,7 +38,7 @@ from ..errors import check
 from ..graph import Network
 from ..modelfile import Model
 from ..qformat import QFormat
-from ..reports import new_figure
+from ..tables import markdown_table, new_figure
 from ..search import tolerance_search
 from ..simulate import Comparison, Evaluator, Simulator, StageAgreement, profile
 from ..sweep import set_data_format, wide_config
@@ -242,7 +242,7 @@ def run_study(study: StripesStudy, model: Model | None = None, data=None, calibr
             "filter, lane and window groups; fully-connected layers run bit-parallel in both, "
             "speedup 1). Cycles are per image. The precision p of a conv layer is its input data "
             "width; ideal speedup = 16/p (network: weighted by DaDianNao time).",
-            "", "Summary (one row per profile):", "", summ.to_markdown(index=False, floatfmt=".4g")]
+            "", "Summary (one row per profile):", "", markdown_table(summ)]
     if comparison:
         text += ["", *comparison]
     text += notes
@@ -412,10 +412,11 @@ def _lenet_comparison(runs, shapes, accel, model=None) -> list[str]:
 
 
 def plot_speedups(df: pd.DataFrame, title: str):
-    """Grouped bars: per conv layer (and the conv total) the speedup of each profile."""
+    """Grouped bars: per conv layer (and the conv total) the speedup of each profile; None when
+    there is no conv layer (every layer runs bit-parallel at speedup 1: nothing to show)."""
     part = df[(df["kind"] == "conv") | (df["layer"] == "total (conv layers)")]
-    if part.empty:  # no conv layer: everything runs bit-parallel, show the network total
-        part = df[df["kind"] == "total"]
+    if part.empty:
+        return None
     labels = list(dict.fromkeys(part["profile"]))
     layers = list(dict.fromkeys(part["layer"]))
     fig, ax = new_figure(figsize=(max(5.0, 1.2 * len(layers) * max(1, len(labels)) ** 0.5 + 2), 4))
@@ -426,11 +427,13 @@ def plot_speedups(df: pd.DataFrame, title: str):
         vals = [float(rows.loc[name, "speedup"]) if name in rows.index else 0.0 for name in layers]
         bars = ax.bar(x + (j - (len(labels) - 1) / 2) * width, vals, width, label=label)
         ax.bar_label(bars, fmt="%.2f", fontsize=7)
-    ax.axhline(1.0, color="grey", linewidth=0.8, linestyle=":")
+    ax.axhline(1.0, color="grey", linewidth=0.8, linestyle=":", label="1 = DaDianNao")
     ax.set_xticks(x, [name.replace("total (conv layers)", "conv total") for name in layers])
-    ax.set_ylabel("speedup over DaDianNao (16-bit)")
+    ax.set_xlabel("conv layer")
+    ax.set_ylabel("speedup over DaDianNao (16-bit), x")
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=min(4, len(labels)))
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=min(5, len(labels) + 1),
+              title="precision profile (accuracy kept)", title_fontsize=7)
     ax.grid(axis="y", alpha=0.3)
     return fig
 

@@ -18,9 +18,10 @@ hls4ml                                 fxpsim
                                        ``overflow`` = its ap_o_mode
 ``acc += mult``, Latency               ``order="sequential"``, k = 0..K-1
 ``acc += mult``, Resource, RF          ``order="strided:RF"``: k = r, r+RF, ... for r = 0..RF-1
-a conv, and a Dense after a           both over (channel, row, column): the same order only with
-flattened conv: k over (row, column,   one channel or one position (:func:`order_differs`)
-channel), channels-last
+a conv, and a Dense after a           ``order="channels-last:C"`` (Resource:
+flattened conv: k over (row, column,   ``channels-last:C+strided:RF``), C the input channels
+channel), channels-last                (:func:`hls4ml_channels`; sequential equals it only with
+                                       one channel or one position)
 ``res = (result_t) acc``               requantization: ``rounding``, ``output_overflow``
 ReLU, MaxPool2d, Flatten               exact on integers; their types are fmt_y
 the next layer reads result_t          its ``fmt_x`` must hold every value of the previous fmt_y
@@ -44,8 +45,8 @@ into it ``<stage>_relu``, each later op ``<stage>_<kind>`` (``conv2_maxpool2d``,
 Refused, one line naming the layer and the knob: engines other than dense, ``a2q``, stochastic
 rounding, ``overflow="ideal"``, ``order="tree"`` (hls4ml has no adder-tree dense), a
 ReuseFactor hls4ml would replace (:func:`valid_reuse_factors`), a saturating layer that hls4ml adds
-in its channels-last order (:func:`order_differs`: a conv with several channels, a Dense after a
-flattened conv), ``product="exact"`` where a cast could change a product, a bias format the
+in its channels-last order without ``order="channels-last:C"`` (:func:`order_differs`: a conv with
+several channels, a Dense after a flattened conv; the message names the knob), ``product="exact"`` where a cast could change a product, a bias format the
 accumulator cannot hold, an input format that cannot hold the previous output, tanh/sigmoid
 (hls4ml's own tables) and average pooling (hls4ml's accum_t division). A saturating
 accumulator is order-free, and accepted whatever the order, when no sum of the layer's products
@@ -64,7 +65,7 @@ from ..config import LayerConfig, NetworkConfig, weights_sha256
 from ..datapath.core import max_abs_raw, max_abs_term
 from ..errors import check
 from ..qformat import Overflow, QFormat, Rounding, dequantize
-from ..reports import write_text_atomic
+from ..tables import write_text_atomic
 from ..simulate import Simulator
 from .vectors import AP_OVERFLOW, AP_QUANTIZATION
 
@@ -99,8 +100,15 @@ def ap_modes(rounding: Rounding, overflow: Overflow, where: str = "") -> tuple[s
 
 def precision(fmt: QFormat, rounding: Rounding, overflow: Overflow, where: str = "") -> str:
     """hls4ml's precision string of ``fmt``: ``ap_fixed<W,I,Q,O>`` (I counts the sign bit, as in
-    fxpsim's ``QI.F``; ``ap_ufixed`` when unsigned). No spaces: hls4ml splits it on commas."""
+    fxpsim's ``QI.F``; ``ap_ufixed`` when unsigned). No spaces: hls4ml splits it on commas. A
+    narrow (symmetric) signed format saturates with ``AP_SAT_SYM``; an unsigned one has none."""
     q, o = ap_modes(rounding, overflow, where)
+    if fmt.narrow:
+        at = f"{where}: " if where else ""
+        check(fmt.signed and overflow is Overflow.CLIP,
+              f"{at}the narrow format {fmt} has no ap_fixed type ({'unsigned: AP_SAT_SYM keeps 2**W - 1' if not fmt.signed else 'it only saturates'}): "
+              "use a format without narrow")
+        o = "AP_SAT_SYM"
     return f"{'ap_fixed' if fmt.signed else 'ap_ufixed'}<{fmt.width},{fmt.int_bits},{q},{o}>"
 
 
@@ -145,25 +153,40 @@ def saturation_free_bits(stage, cfg: LayerConfig, w: np.ndarray, b: np.ndarray) 
     return int(bound).bit_length() + 1
 
 
-def order_differs(stage, prev=None) -> str | None:
-    """Why hls4ml adds this layer's products in another order than fxpsim, or None. hls4ml's
-    tensors are channels-last: a conv adds over (kernel row, kernel column, channel), and a Dense
-    after a flattened conv output over (row, column, channel) (its ``RemoveTransposeBeforeFlatten``
-    pass permutes the Dense's weights instead of transposing the data); fxpsim adds both over
-    (channel, row, column). The orders agree with one channel or one position. ``prev``: the stage
-    before ``stage``."""
+def hls4ml_channels(stage, prev=None) -> int | None:
+    """C of the ``channels-last:C`` order in which hls4ml adds this layer's products, or None when
+    it adds them as fxpsim's sequential order does. hls4ml's tensors are channels-last: a conv adds
+    over (kernel row, kernel column, channel), and a Dense after a flattened conv output over (row,
+    column, channel) (its ``RemoveTransposeBeforeFlatten`` pass permutes the Dense's weights instead
+    of transposing the data). The orders agree with one channel or one position. ``prev``: the
+    stage before ``stage``."""
     if stage.kind == "conv2d":
         c, kh, kw = stage.W.shape[1:]
-        if c > 1 and kh * kw > 1:
-            return ("hls4ml adds a conv's products in (kernel row, kernel column, channel) order, fxpsim in "
-                    "(channel, kernel row, kernel column)")
-        return None
+        return c if c > 1 and kh * kw > 1 else None
     if prev is not None and prev.kind == "conv2d" and any(op == "flatten" for op, _ in prev.post):
         c = prev.out_channels
-        if c > 1 and stage.fan_in // c > 1:
-            return (f"hls4ml's tensors are channels-last, so it adds the flattened {prev.name} outputs in "
-                    "(row, column, channel) order, fxpsim in (channel, row, column)")
+        return c if c > 1 and stage.fan_in // c > 1 else None
     return None
+
+
+def order_differs(stage, prev=None, cfg: LayerConfig | None = None) -> str | None:
+    """Why hls4ml adds this layer's products in another order than fxpsim under ``cfg`` (None:
+    sequential), or None: hls4ml's order is ``channels-last:C`` (:func:`hls4ml_channels`), and
+    ``cfg.order`` must say so (``channels-last:C`` for Latency, ``channels-last:C+strided:RF`` for
+    Resource) or be one that equals it."""
+    c = hls4ml_channels(stage, prev)
+    named = cfg.channels_last if cfg is not None else None
+    if c is None and (named is None or named == 1 or stage.fan_in // named <= 1):
+        return None  # no permutation on either side
+    if c is not None and named == c:
+        return None
+    what = ("a conv's products in (kernel row, kernel column, channel) order" if stage.kind == "conv2d" else
+            f"the flattened {prev.name} outputs in (row, column, channel) order")
+    if c is None:
+        return (f"order={cfg.order}, but hls4ml adds this {stage.kind}'s inputs in sequence (no channels-last "
+                "permutation): use order sequential or strided:RF")
+    return (f"hls4ml's tensors are channels-last, so it adds {what}, fxpsim's order={cfg.order if cfg else 'sequential'} "
+            f"does not: set order=channels-last:{c} (Resource: channels-last:{c}+strided:RF)")
 
 
 def saturation_free_acc_bits(sim, i: int, cfg: LayerConfig) -> int:
@@ -189,18 +212,19 @@ def strategy(sim, i: int, cfg: LayerConfig) -> tuple[str, int]:
                                "(Latency: k = 0..K-1, Resource: strided by ReuseFactor) and have no adder "
                                "tree: use order sequential or strided:RF")
     rf = cfg.reuse_factor
-    if cfg.order != "sequential":
+    resource = "strided" in cfg.order
+    if resource:
         valid = valid_reuse_factors(stage.fan_in, stage.out_channels, stage.kind == "conv2d")
         check(rf in valid, f"{where}: order={cfg.order}: hls4ml's Resource strategy takes ReuseFactor "
                            f"{', '.join(map(str, valid))} for this {stage.kind} (n_in={stage.fan_in}, "
                            f"n_out={stage.out_channels}) and would replace {rf} by the closest: choose one "
                            "of them")
-    why = order_differs(stage, sim.stages[i - 1] if i else None)
+    why = order_differs(stage, sim.stages[i - 1] if i else None, cfg)
     if why and cfg.overflow is Overflow.CLIP:
         need = saturation_free_acc_bits(sim, i, cfg)
-        check(need <= cfg.acc_bits, f"{where}: overflow='clip': {why}, and saturating sums depend on the order: "
-                                    f"use overflow=wrap, or acc_bits >= {need} (then no sum can saturate)")
-    return ("Latency", 1) if cfg.order == "sequential" else ("Resource", rf)
+        check(need <= cfg.acc_bits, f"{where}: overflow='clip': {why}; saturating sums depend on the order "
+                                    f"(or use overflow=wrap, or acc_bits >= {need} so that no sum can saturate)")
+    return ("Resource", rf) if resource else ("Latency", 1)
 
 
 def _check_layer(stage, cfg: LayerConfig, w: np.ndarray) -> None:
@@ -251,6 +275,7 @@ def hls4ml_config(model, config: NetworkConfig, model_file=None) -> dict:
     weights' sha256, the model file's name, the layer names in order) that hls4ml ignores.
     Refuses what hls4ml cannot compute as fxpsim does (module docstring)."""
     sim = Simulator(model)
+    sim.require_chain("export --hls4ml")
     sim.check_config(config)
     first = config[0]
     names = {INPUT_NAME: {"Precision": {"result": precision(first.fmt_x, first.rounding, Overflow.CLIP)},
@@ -305,6 +330,7 @@ def hls4ml_weights(model, config: NetworkConfig) -> dict[str, tuple[np.ndarray, 
     The bias is in the accumulator format, as the engines add it: hold it as float64 (float32 keeps
     24 significant bits, less than a wide accumulator's)."""
     sim = Simulator(model)
+    sim.require_chain("export --hls4ml")
     sim.check_config(config)
     out = {}
     for i, cfg in enumerate(config):

@@ -5,6 +5,9 @@ parses as an ONNX model with a graph (a truncated or foreign file does not); the
 least :data:`MIN_OPSET`; one float input of fixed shape (the batch dimension may be
 symbolic); one output. Then every tensor is of one of three kinds:
 
+QCDQ groups (QuantizeLinear/Clip/DequantizeLinear) are first rewritten to QONNX Quant nodes
+(:func:`~fxpsim.interop.qcdq.qcdq_to_quant`).
+
 - constant: an initializer, a ``Constant`` node, or the output of a node computed from
   constants only, folded here with NumPy (:data:`FOLDABLE`; a QONNX ``Quant`` on a weight
   included, its :class:`~fxpsim.interop.qonnx.QuantSpec` remembered for the tensor and for
@@ -26,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FxpsimError, check
+from .qcdq import qcdq_to_quant
 from .qonnx import QUANT_DOMAINS, QUANT_OPS, QuantSpec, quant_spec
 
 try:  # the test extra: fxpsim itself runs without onnx
@@ -90,7 +94,9 @@ class ChainNode:
     output: str
     attrs: dict
     data_input: int
-    """Position of the one data input in ``inputs``."""
+    """Position of the (first) data input in ``inputs``."""
+    data_inputs: tuple[int, ...] = ()
+    """Positions of every data input (a DAG's Add and Concat join several); empty: just ``data_input``."""
 
     @property
     def data(self) -> str:
@@ -122,6 +128,10 @@ class OnnxGraph:
     """Shape-kind tensor -> (label, node) computing it."""
     has_quant: bool = False
     """Any QONNX Quant node in the graph (on weights or on data)."""
+    qcdq: bool = False
+    """The Quant nodes were QCDQ groups (:func:`~fxpsim.interop.qcdq.qcdq_to_quant`)."""
+    metadata: dict = field(default_factory=dict, repr=False)
+    """The model's ``metadata_props`` (fxpsim's export writes its config and preprocessing there)."""
 
     def const(self, node: ChainNode, i: int, what: str) -> np.ndarray | None:
         """Input ``i`` of ``node`` as a constant array; None when the optional input is absent."""
@@ -322,10 +332,11 @@ def read_graph(path) -> OnnxGraph:
     path = Path(path)
     model, digest = _load(path)
     with malformed(path.name):
-        return _read(path, model, digest)
+        model, qcdq = qcdq_to_quant(model)
+        return _read(path, model, digest, qcdq)
 
 
-def _read(path: Path, model, digest: str) -> OnnxGraph:
+def _read(path: Path, model, digest: str, qcdq: bool = False) -> OnnxGraph:
     opset = _opset(path, model)
     g = model.graph
     input_name, input_shape, batch = _input(path, g)
@@ -383,21 +394,34 @@ def _read(path: Path, model, digest: str) -> OnnxGraph:
     chain = _chain(path, data_nodes, kind, input_name, output_name)
     producer = " ".join(_shown(p) for p in (model.producer_name, model.producer_version) if p) or "unknown"
     return OnnxGraph(path, digest, producer, opset, input_name, input_shape, batch, output_name, chain, consts,
-                     quant, shape_nodes, has_quant)
+                     quant, shape_nodes, has_quant, qcdq,
+                     {_shown(p.key): _text(p.value) for p in model.metadata_props})
+
+
+_JOIN_OPS = ("Add", "Concat")
+"""The ops that may read two tensors computed from the input (a DAG: residual Add, channel Concat)."""
 
 
 def _chain(path: Path, data_nodes, kind, input_name: str, output_name: str) -> tuple[ChainNode, ...]:
-    """The data nodes as one chain from the input to the output, or the one-line reason they are not."""
+    """The data nodes in topological order: one chain from the input to the output, or a DAG (a tensor
+    read twice, an Add or Concat of two computed tensors) ending at the output; else the one-line reason."""
     check(data_nodes, f"{path.name}: no node computes on the input {input_name!r}")
     readers: dict[str, list[str]] = {}
     chain = []
     for label, op, node in data_nodes:
         data = [i for i, n in enumerate(node.input) if n and kind[n] == "data"]
-        check(len(data) == 1, f"{label}: it joins {len(data)} tensors computed from the input "
-                              f"({', '.join(node.input[i] for i in data)}): residual and concatenating "
-                              "networks need DAG support, not in this fxpsim yet")
-        readers.setdefault(node.input[data[0]], []).append(label)
-        chain.append(ChainNode(label, op, tuple(node.input), node.output[0], _attrs(node), data[0]))
+        check(len(data) == 1 or op in _JOIN_OPS, f"{label}: {op} joins {len(data)} tensors computed from the input "
+                                                 f"({', '.join(node.input[i] for i in data)}): fxpsim joins tensors "
+                                                 f"only by {' and '.join(_JOIN_OPS)}")
+        for i in data:
+            readers.setdefault(node.input[i], []).append(label)
+        chain.append(ChainNode(label, op, tuple(node.input), node.output[0], _attrs(node), data[0],
+                               tuple(data) if len(data) > 1 else ()))
+    if any(cn.data_inputs for cn in chain) or any(len(r) > 1 for r in readers.values()):  # a DAG
+        check(chain[-1].output == output_name, f"{path.name}: the graph output {output_name!r} is not written by "
+                                               f"the last node ({chain[-1].label}): fxpsim's network output is "
+                                               "its last layer's")
+        return tuple(chain)
     prev, prev_label = input_name, "the graph input"
     for cn in chain:
         branch = readers[cn.data]

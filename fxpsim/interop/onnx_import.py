@@ -1,4 +1,4 @@
-"""A float or QONNX ONNX chain as an fxpsim :class:`~fxpsim.modelfile.Model` (issue 15, import).
+"""A float or QONNX ONNX chain (or float DAG) as an fxpsim :class:`~fxpsim.modelfile.Model` (issue 15, import).
 
 :func:`~fxpsim.interop.onnx_graph.read_graph` checks the file and yields its chain of nodes;
 each node becomes fxpsim layers (or nothing), every other op is refused naming the node:
@@ -7,19 +7,22 @@ each node becomes fxpsim layers (or nothing), every other op is refused naming t
 ONNX op                      fxpsim
 ===========================  ==================================================================
 Conv                         Conv2D: square kernel, equal strides, one symmetric padding
-                             (explicit or SAME), dilation 1, group 1
+                             (explicit or SAME), dilation 1, any group (grouped, depthwise)
 Gemm; MatMul (+ Add)         Dense ``W = alpha B`` (``B^T`` when ``transB``), ``b = beta C``;
                              MatMul's following Add of a constant is its bias
 Add of a constant            added to the bias of the Conv/Gemm/MatMul right before it
 BatchNormalization           BatchNorm right after its Conv/Dense: the simulator folds it there
                              (:func:`fxpsim.simulate.build_stages`, float64), as for a model
                              fxpsim trained
-Relu, Clip(0, inf)           ReLU (other Clip ranges: the Clip layer, not in this fxpsim yet)
+Relu, Clip(0, inf)           ReLU; Clip(lo, hi) with both bounds finite (ReLU6): Clip
+Add, Concat of two tensors   a DAG (float models only): Add / Concat (axis 1) naming the layers
+                             that computed their inputs; a tensor read twice is a branch
 Sigmoid, Tanh                Sigmoid, Tanh
 MaxPool, AveragePool         MaxPool2D, AvgPool2D: square window, no padding (so
                              ``count_include_pad`` changes nothing), floor mode (ceil mode only
                              where it is the same)
-GlobalAveragePool/MaxPool    AvgPool2D/MaxPool2D over the whole (square) map
+GlobalAveragePool/MaxPool    AvgPool2D/MaxPool2D over the whole (square) map; GlobalAvgPool (average,
+                             non-square map)
 Flatten (axis 1), Reshape    Flatten (a Reshape must give ``(batch, C*H*W)``; computed target
                              shapes, torch's ``x.view(x.size(0), -1)``, are evaluated)
 Transpose                    tf2onnx's NHWC layout: ``(0, 3, 1, 2)`` on the input (the model
@@ -27,7 +30,8 @@ Transpose                    tf2onnx's NHWC layout: ``(0, 3, 1, 2)`` on the inpu
                              flatten (the next Dense's rows are permuted to NCHW order)
 Dropout, Identity            dropped (inference)
 Softmax, LogSoftmax          dropped when last (the argmax is unchanged)
-Quant (QONNX)                on a weight: folded (the weight is fake-quantized, its format
+Quant (QONNX), QCDQ          (QuantizeLinear [Clip] DequantizeLinear: :mod:`~fxpsim.interop.qcdq`)
+                             on a weight: folded (the weight is fake-quantized, its format
                              kept); on data: dropped from the float network, its format goes
                              into the :class:`~fxpsim.config.NetworkConfig` (:func:`import_onnx`)
 ===========================  ==================================================================
@@ -52,6 +56,7 @@ layers or on the input; one layer rounding two ways).
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,16 +66,18 @@ import numpy as np
 from ..config import LayerConfig, NetworkConfig
 from ..errors import FxpsimError, check
 from ..graph import AvgPool2D, BatchNorm, Conv2D, Dense, Flatten, MaxPool2D, Network, ReLU, Sigmoid, Tanh
+from ..graph.layers import Add, Clip, Concat, GlobalAvgPool
 from ..modelfile import Model
 from ..qformat import MAX_WIDTH, QFormat, Rounding
 from ..simulate import build_stages
-from ..train.data import DATASET_SHAPES, Preprocess, parse_dataset
+from ..train.data import DATASET_SHAPES, DERIVED_DATASETS, Preprocess, parse_dataset
 from .onnx_graph import ChainNode, OnnxGraph, malformed, quant_node_spec, read_graph, reshape_target
+from .qonnx_export import CONFIG_KEY, PREPROCESS_KEY
 from .qonnx import QuantSpec
 
 __all__ = ["SUPPORTED_OPS", "OnnxImport", "config_path", "import_onnx", "load_onnx", "qonnx_config"]
 
-SUPPORTED_OPS = ("Conv", "Gemm", "MatMul", "Add", "BatchNormalization", "Relu", "Clip", "Sigmoid", "Tanh",
+SUPPORTED_OPS = ("Conv", "Gemm", "MatMul", "Add", "Concat", "BatchNormalization", "Relu", "Clip", "Sigmoid", "Tanh",
                  "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Flatten", "Reshape",
                  "Transpose", "Dropout", "Identity", "Softmax", "LogSoftmax", "Quant")
 """The ops of a chain :func:`import_onnx` maps (see the module docstring)."""
@@ -78,10 +85,6 @@ SUPPORTED_OPS = ("Conv", "Gemm", "MatMul", "Add", "BatchNormalization", "Relu", 
 _LATER = {
     "Trunc": "QONNX Trunc (after average pooling) is not in this fxpsim yet",
     "BipolarQuant": "BipolarQuant (binary layers) is not imported: binary networks run with `fxpsim binary`",
-    "QuantizeLinear": "QCDQ (QuantizeLinear/DequantizeLinear) import is not in this fxpsim yet: export QONNX "
-                      "(Brevitas export_qonnx)",
-    "DequantizeLinear": "QCDQ (QuantizeLinear/DequantizeLinear) import is not in this fxpsim yet: export "
-                        "QONNX (Brevitas export_qonnx)",
 }
 _ELEMENTWISE = ("Relu", "Clip", "Sigmoid", "Tanh", "Identity", "Dropout", "Quant")
 _GRID_KEEPING = ("relu", "maxpool2d", "flatten", "dropout")
@@ -153,6 +156,11 @@ class _Builder:
         for n in [*g.chain, *(node for _, node in g.shape_nodes.values())]:
             for name in n.inputs if isinstance(n, ChainNode) else n.input:
                 self.readers[name] = self.readers.get(name, 0) + 1
+        # a DAG (residual Add, Concat, a tensor read twice): each tensor's producer layer and shapes
+        self.dag = any(n.data_inputs for n in g.chain) or any(
+            self.readers.get(n.data, 0) > 1 for n in g.chain)
+        self.src = -1  # the layer whose output the current node reads (-1: the network input)
+        self.tensors: dict[str, tuple[int, tuple, tuple]] = {}
 
     # --- helpers ----------------------------------------------------------------------------
     def const(self, node: ChainNode, i: int, what: str) -> np.ndarray | None:
@@ -183,9 +191,21 @@ class _Builder:
         return out
 
     def emit(self, layer, onnx_shape=None) -> None:
+        if self.dag and self.src != len(self.layers) - 1:
+            layer.inputs = (self.src,)  # reads an earlier tensor than the last layer's
         self.layers.append(layer)
+        self.src = len(self.layers) - 1
         self.shape = tuple(layer.output_shape(self.shape))
         self.onnx_shape = self.shape if onnx_shape is None else tuple(onnx_shape)
+
+    def join(self, node: ChainNode, layer) -> None:
+        """A DAG's Add/Concat of the tensors ``node`` reads: a merge layer naming their producers."""
+        got = [self.tensors[node.inputs[j]] for j in node.data_inputs]
+        layer.inputs = tuple(src for src, _, _ in got)
+        self.layers.append(layer)
+        self.src = len(self.layers) - 1
+        self.shape = tuple(layer.output_shape([shape for _, shape, _ in got]))
+        self.onnx_shape = self.shape
 
     def need_image(self, node: ChainNode) -> None:
         check(len(self.shape) == 3, f"{node.label}: its input has shape {self.onnx_shape}, not (C, H, W): "
@@ -198,6 +218,8 @@ class _Builder:
     def last_compute(self, node: ChainNode) -> object:
         """The Conv2D/Dense this node acts on: the last layer, with no Quant after it."""
         last = self.layers[-1] if self.layers else None
+        if self.dag:  # the layer right before must be this node's producer, and feed only it
+            last = last if self.src == len(self.layers) - 1 and self.readers.get(node.data, 0) == 1 else None
         check(isinstance(last, (Conv2D, Dense)) and not (self.quants and self.quants[-1][0] == len(self.layers)),
               f"{node.label}: acts on the output of a layer that is not a Conv/Gemm/MatMul right before it "
               "(or after its output Quant): fxpsim adds biases and folds BatchNorm only there")
@@ -226,15 +248,22 @@ class _Builder:
             check(not self.nhwc or node.op in _ELEMENTWISE + ("Flatten", "Reshape", "Transpose"),
                   f"{node.label}: runs on channels-last (NHWC) data after a Transpose: fxpsim runs NCHW; "
                   "export the model channels-first or move the Transpose after it")
+            if self.dag:
+                check(not self.nhwc, f"{node.label}: a DAG with channels-last (NHWC) data: export it NCHW")
+                self.src, self.shape, self.onnx_shape = self.tensors[node.data]
             with malformed(node.label):
                 used = handler(node, chain, i) or 1
             self.shapes[chain[i + used - 1].output] = self.onnx_shape
+            if self.dag:
+                check(used == 1, f"{node.label}: fused with the nodes after it, which a DAG import does not do")
+                self.tensors[node.output] = (self.src, self.shape, self.onnx_shape)
             i += used
 
     def _input(self, chain: list[ChainNode]) -> int:
         """Match the ONNX input to the dataset's image; returns the chain nodes consumed."""
         s, ds = self.onnx_shape, self.shape
         first = chain[0]
+        self.tensors[self.g.input_name] = (-1, ds, s)
         if s == ds:
             return 0
         if (len(s) == 3 and first.op == "Transpose" and list(first.attr("perm") or []) == [0, 3, 1, 2]
@@ -250,6 +279,7 @@ class _Builder:
         self.input_layout = "flat" if len(s) == 1 else "x".join(map(str, s))
         self.layers.append(Flatten())
         self.shape = (math.prod(ds),)
+        self.tensors[self.g.input_name] = (0, self.shape, self.onnx_shape)
         return 0
 
     # --- compute layers -----------------------------------------------------------------------
@@ -259,16 +289,18 @@ class _Builder:
         check(W is not None and W.ndim == 4, f"{node.label}: its weight has shape {np.shape(W)}, not (F, C, k, k): "
                                              "fxpsim runs 2-D convolutions")
         group = int(node.attr("group", 1))
-        check(group == 1, f"{node.label}: group={group}: grouped and depthwise Conv are not in this fxpsim yet")
         f, c, kh, kw = W.shape
-        check(c == self.shape[0], f"{node.label}: weight for {c} channels, input has {self.shape[0]}")
+        check(group >= 1 and f % group == 0, f"{node.label}: group={group} does not divide its {f} filters")
+        check(c * group == self.shape[0], f"{node.label}: weight for {c} channels x group {group}, input has "
+                                          f"{self.shape[0]}")
+        c *= group
         self.first_compute(node)
         k = _square(node, "kernel_shape", [kh, kw], "kernel size")
         check(_ints(node, "dilations", 1) == [1, 1], f"{node.label}: dilations={node.attr('dilations')}: "
                                                      "fxpsim's conv2d has no dilation")
         s = _square(node, "strides", _ints(node, "strides", 1), "stride")
         p = self._padding(node, k, s)
-        layer = Conv2D(c, f, k, s, p)
+        layer = Conv2D(c, f, k, s, p, group)
         layer.params["W"] = self.param(node, W)
         b = self.const(node, 2, "bias")
         if b is not None:
@@ -337,6 +369,10 @@ class _Builder:
         return 1
 
     def _Add(self, node, chain, i):
+        if node.data_inputs:  # a residual Add of two computed tensors
+            check(len(node.data_inputs) == 2, f"{node.label}: Add of {len(node.data_inputs)} inputs")
+            self.join(node, Add())
+            return
         layer = self.last_compute(node)
         c = self.const(node, 1 - node.data_input, "addend")
         layer.params["b"] = self.param(node, layer.params["b"] + _per_channel(node, c, self.shape))
@@ -366,10 +402,21 @@ class _Builder:
         check(all(v is None or v.size == 1 for v in (lo, hi)), f"{node.label}: its min and max are not scalars")
         lo_v = -math.inf if lo is None else float(lo.reshape(-1)[0])
         hi_v = math.inf if hi is None else float(hi.reshape(-1)[0])
-        check(lo_v == 0 and hi_v == math.inf,
-              f"{node.label}: Clip({lo_v:g}, {hi_v:g}) is not a ReLU (Clip(0, inf)): other ranges (ReLU6) need "
-              "the Clip layer, not in this fxpsim yet")
-        self.emit(ReLU(), self.onnx_shape)
+        if lo_v == 0 and hi_v == math.inf:
+            self.emit(ReLU(), self.onnx_shape)
+            return
+        check(math.isfinite(lo_v) and math.isfinite(hi_v) and lo_v < hi_v,
+              f"{node.label}: Clip({lo_v:g}, {hi_v:g}) is not a finite range lo < hi: fxpsim clips to [lo, hi] "
+              "(ReLU6: Clip(0, 6)) or is a ReLU (Clip(0, inf))")
+        self.emit(Clip(lo_v, hi_v), self.onnx_shape)
+
+    def _Concat(self, node, chain, i):
+        check(len(node.data_inputs) >= 2 and len(node.data_inputs) == len([n for n in node.inputs if n]),
+              f"{node.label}: Concat of a constant: fxpsim joins computed tensors only")
+        rank = len(self.onnx_shape) + 1
+        axis = int(node.attr("axis", 1))
+        check(axis in (1, 1 - rank), f"{node.label}: Concat(axis={axis}): fxpsim joins along channels (axis=1)")
+        self.join(node, Concat(len(node.data_inputs)))
 
     def _Sigmoid(self, node, chain, i):
         self.emit(Sigmoid(), self.onnx_shape)
@@ -400,7 +447,10 @@ class _Builder:
 
     def _global(self, node: ChainNode, cls) -> None:
         self.need_image(node)
-        _, h, w = self.shape
+        c, h, w = self.shape
+        if h != w and cls is AvgPool2D:  # a non-square map: the global average layer, (C, 1, 1) in ONNX
+            self.emit(GlobalAvgPool(), (c, 1, 1))
+            return
         check(h == w, f"{node.label}: a global pool over a {h}x{w} map (not square) has no fxpsim layer: "
                       "fxpsim's pooling windows are square")
         if h > 1:
@@ -556,7 +606,7 @@ def qonnx_config(network: Network, computes: list[_Compute], quants: list[tuple[
                                 f"quantized again{'' if last else ' before ' + computes[k + 1].label}: put a Quant after it")
         b = np.asarray(network.layers[comp.index].params["b"], np.float64)
         frac = fmt_w.frac_bits + fmt_x.frac_bits
-        if np.any(np.ldexp(b, frac) != np.round(np.ldexp(b, frac))):
+        if _off_grid(b, frac):
             notes.append(f"{stage.name}: bias not on the accumulator grid 2**-{frac} "
                          f"({'float' if comp.b_spec is None else comp.b_spec.node}): the simulator rounds it "
                          "there (Brevitas' Int32Bias gives exact biases)")
@@ -578,14 +628,16 @@ def _one_rounding(at: str, name: str, specs: list[QuantSpec]) -> Rounding:
 # --------------------------------------------------------------------------- the entry points
 
 def _dataset_for(g: OnnxGraph, dataset: str | None) -> str:
-    """``dataset`` checked, or the one dataset whose images have as many values as the input."""
+    """``dataset`` checked, or the one source dataset (not a derived one such as digits28) whose
+    images have as many values as the input."""
     if dataset is not None:
         return parse_dataset(dataset)
     size = math.prod(g.input_shape)
-    fits = [name for name, (shape, _) in DATASET_SHAPES.items() if math.prod(shape) == size]
+    sources = {k: v for k, v in DATASET_SHAPES.items() if k not in DERIVED_DATASETS}
+    fits = [name for name, (shape, _) in sources.items() if math.prod(shape) == size]
     check(len(fits) == 1, f"{g.path.name}: input {g.input_name!r} of shape {g.input_shape} matches "
                           f"{'no' if not fits else 'more than one'} dataset's images "
-                          f"({', '.join(f'{k} {v[0]}' for k, v in DATASET_SHAPES.items())}): give --dataset")
+                          f"({', '.join(f'{k} {v[0]}' for k, v in sources.items())}): give --dataset")
     return fits[0]
 
 
@@ -610,13 +662,17 @@ def import_onnx(path, dataset: str | None = None, input_scale: float | None = No
     name = _dataset_for(g, dataset)
     image_shape, n_classes = DATASET_SHAPES[name]
     b = _Builder(g, image_shape)
+    check(not (b.dag and g.has_quant), f"{g.path.name}: a QONNX/QCDQ DAG (residual or concatenating): fxpsim "
+                                       "imports quantized chains and float DAGs; export the float model")
     b.run()
     check(b.computes, f"{g.path.name}: no Conv, Gemm or MatMul: nothing for the datapath to run")
     check(b.shape == (n_classes,), f"{g.path.name}: the network outputs shape {b.onnx_shape} per image but "
                                    f"{name} has {n_classes} classes: import with the right --dataset")
     network = Network(b.layers, image_shape, seed=0)
     preprocess, prep_text = _preprocess(image_shape[0], input_scale)
-    source = {"format": "qonnx" if g.has_quant else "onnx", "file": g.path.name, "sha256": g.sha256,
+    if PREPROCESS_KEY in g.metadata and input_scale is None:  # fxpsim's own export
+        preprocess, prep_text = _exported_preprocess(g), "as exported by fxpsim"
+    source = {"format": ("qcdq" if g.qcdq else "qonnx") if g.has_quant else "onnx", "file": g.path.name, "sha256": g.sha256,
               "producer": g.producer, "opset": g.opset, "input": g.input_name,
               "input_shape": list(g.input_shape), "input_layout": b.input_layout}
     metadata = {"dataset": name, "source": source, "preprocess": prep_text}
@@ -626,7 +682,40 @@ def import_onnx(path, dataset: str | None = None, input_scale: float | None = No
     if not g.has_quant:
         return OnnxImport(model, None)
     config, notes = qonnx_config(network, b.computes, b.quants, g.path.name)
+    if CONFIG_KEY in g.metadata:  # its FL_acc decides the bias grid
+        config = _exported_config(g, config)
+        notes = tuple(n for n in notes if "bias not on the accumulator grid" not in n) + tuple(
+            f"{c.name}: bias not on the accumulator grid 2**-{c.fmt_bias_acc.frac_bits}: the simulator rounds it there"
+            for c, comp in zip(config, b.computes) if _off_grid(network.layers[comp.index].params["b"], c.fmt_bias_acc.frac_bits))
     return OnnxImport(model, config, notes)
+
+
+def _off_grid(b, frac: int) -> bool:
+    scaled = np.ldexp(np.asarray(b, np.float64), frac)
+    return bool(np.any(scaled != np.round(scaled)))
+
+
+def _exported_config(g: OnnxGraph, derived: NetworkConfig) -> NetworkConfig:
+    """The config fxpsim's export wrote (:data:`~fxpsim.interop.qonnx_export.CONFIG_KEY`: BW_acc,
+    overflow and knobs, which Quant nodes cannot carry), checked against the Quant nodes' formats."""
+    try:
+        written = NetworkConfig.from_json(g.metadata[CONFIG_KEY])
+    except FxpsimError as exc:
+        raise FxpsimError(f"{g.path.name}: metadata {CONFIG_KEY} is not an fxpsim config ({exc}): remove it "
+                          "or export again") from None
+    fields = ("name", "fmt_w", "fmt_x", "fmt_y")
+    got = [tuple(str(getattr(c, f)) for f in fields) for c in written]
+    want = [tuple(str(getattr(c, f)) for f in fields) for c in derived]
+    check(got == want, f"{g.path.name}: metadata {CONFIG_KEY} gives the layers {got}, the Quant nodes {want}: the "
+                       "file was changed after fxpsim exported it; remove the metadata or export again")
+    return written
+
+
+def _exported_preprocess(g: OnnxGraph) -> Preprocess:
+    """The preprocessing fxpsim's export wrote (:data:`~fxpsim.interop.qonnx_export.PREPROCESS_KEY`)."""
+    with malformed(f"{g.path.name}: metadata {PREPROCESS_KEY}"):
+        d = json.loads(g.metadata[PREPROCESS_KEY])
+        return Preprocess(str(d["mode"]), np.asarray(d["mean"], np.float32), np.asarray(d["std"], np.float32))
 
 
 def load_onnx(path, dataset: str | None = None, input_scale: float | None = None) -> Model:

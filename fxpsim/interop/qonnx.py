@@ -4,9 +4,10 @@
 ``(round(clamp(x / scale + zeropt, min_int, max_int)) - zeropt) * scale`` with
 ``min_int .. max_int`` = ``-2**(W-1) .. 2**(W-1) - 1`` (unsigned: ``0 .. 2**W - 1``) for
 ``W = bitwidth``. With one power-of-two scale ``2**-F`` for the whole tensor, zero point 0
-and ``narrow = 0`` that is exactly DESIGN.md's quantize to ``QFormat(W - F, F, signed)``
-(its raw range is ``min_int .. max_int``; clamping before or after rounding to an integer
-bound is the same) followed by dequantize: Brevitas' ``Q1.7``, ``UQ1.7``, ``Q-2.10``.
+that is exactly DESIGN.md's quantize to ``QFormat(W - F, F, signed, narrow)`` (its raw range
+is ``min_int .. max_int``, QONNX's ``narrow`` dropping the most negative code, or unsigned the
+top one; clamping before or after rounding to an integer bound is the same) followed by
+dequantize: Brevitas' ``Q1.7``, ``UQ1.7``, ``Q-2.10``, ``Q1.7n``.
 
 Rounding modes (QONNX's table) and fxpsim's: ``ROUND`` = ``HALF_EVEN`` -> nearest-even,
 ``HALF_UP`` -> nearest (ties away from zero), ``FLOOR`` -> floor, ``DOWN`` (``ROUND_TO_ZERO``)
@@ -80,8 +81,6 @@ def quant_spec(node: str, scale, zeropt, bitwidth, signed=1, narrow=0, rounding_
     w = _scalar(node, "bit width", bitwidth, "give one integer bit width")
     check(w == int(w) and w >= 1, f"{node}: bit width {w:.4g} is not a whole number >= 1: give the "
                                   "number of bits, e.g. 8")
-    check(int(narrow) == 0, f"{node}: narrow=1 (the symmetric range, raw min = -max) needs QFormat "
-                            "narrow, not in this fxpsim yet: export with narrow_range=False")
     check(not (int(signed) and w == 1), f"{node}: a signed 1-bit Quant is bipolar (BipolarQuant): "
                                         "binary layers run with `fxpsim binary`, not through import")
     mode = rounding_mode.decode() if isinstance(rounding_mode, bytes) else str(rounding_mode)
@@ -89,7 +88,7 @@ def quant_spec(node: str, scale, zeropt, bitwidth, signed=1, narrow=0, rounding_
     check(rounding is not None, f"{node}: rounding_mode {mode!r} has no fxpsim rounding (fxpsim takes "
                                 f"{', '.join(ROUNDING_MODES)}): export with rounding_mode ROUND")
     try:
-        fmt = QFormat(int(w) - frac, frac, signed=bool(int(signed)))
+        fmt = QFormat(int(w) - frac, frac, signed=bool(int(signed)), narrow=bool(int(narrow)))
     except FxpsimError as exc:
         raise FxpsimError(f"{node}: bit width {int(w)} with scale 2**{-frac}: {exc}") from None
     return QuantSpec(fmt, rounding, node)

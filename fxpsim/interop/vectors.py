@@ -48,7 +48,7 @@ from .. import __version__
 from ..config import LayerConfig, NetworkConfig
 from ..errors import FxpsimError, check
 from ..qformat import Overflow, QFormat, Rounding, check_raw, parse_overflow, parse_rounding, quantize
-from ..reports import to_csv, write_text_atomic
+from ..tables import to_csv, write_text_atomic
 from ..simulate import Simulator, convert_raw
 
 __all__ = ["RTL_DIR", "RTL_ROUNDING", "VECTORS_FORMAT", "VECTORS_VERSION", "LayerVectors", "ap_type",
@@ -251,6 +251,7 @@ def golden_vectors(model, config: NetworkConfig, images, seed: int = 0,
     datapath ``fxp_pe`` implements (``backend``: :class:`~fxpsim.simulate.Simulator`'s, e.g.
     ``fxpsim.datapath.reference``). Per image one kernel call, so the statistics are per image."""
     sim = Simulator(model, seed=seed, backend=backend)
+    sim.require_chain("export --vectors")
     config = config.with_engine("dense")
     sim.check_config(config)
     for cfg in config:

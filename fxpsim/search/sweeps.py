@@ -16,8 +16,9 @@ import pandas as pd
 
 from ..config import LayerConfig, NetworkConfig
 from ..errors import check
+from ..parallel import SERIAL, EvalSetup, Parallel, evaluator_of
 from ..qformat import MAX_WIDTH, QFormat, int_bits_for
-from ..reports import new_figure
+from ..tables import new_figure
 from ..simulate import Evaluator, LayerProfile, data_ranges
 
 WHAT = ("weight-frac", "data-int", "data-frac")
@@ -62,31 +63,54 @@ def uniform_setting(base: NetworkConfig, what: str, bits: int) -> NetworkConfig:
     return NetworkConfig(tuple(layers))
 
 
-def sweep(ev: Evaluator, prof: list[LayerProfile], what: str, bits=range(0, 17)) -> pd.DataFrame:
-    """Accuracy vs one uniform field (Judd Fig. 2): a row per bit count."""
-    check(what in WHAT, f"unknown sweep {what!r}: use one of {', '.join(WHAT)}")
+def sweep(ev: Evaluator, prof: list[LayerProfile], what, bits=range(0, 17),
+          parallel: Parallel = SERIAL) -> pd.DataFrame:
+    """Accuracy vs one uniform field (Judd Fig. 2): a row per bit count; ``what`` may be several
+    fields (their rows in that order). Each setting is one task of ``parallel`` (its frozen config)."""
+    whats = (what,) if isinstance(what, str) else tuple(what)
+    for w in whats:
+        check(w in WHAT, f"unknown sweep {w!r}: use one of {', '.join(WHAT)}")
     base = wide_config(prof)
-    rows = []
-    for b in bits:
-        try:
-            config = uniform_setting(base, what, int(b))
-        except ValueError:
-            continue  # a width < 1 at this setting: no such format, no point on the curve
-        acc = ev.accuracy(config)
-        rows.append({"what": what, "bits": int(b), "accuracy": acc,
-                     "relative_accuracy": acc / ev.float_accuracy if ev.float_accuracy else float("nan")})
-    return pd.DataFrame(rows)
+    points = []
+    for w in whats:
+        for b in bits:
+            try:
+                points.append((w, int(b), uniform_setting(base, w, int(b))))
+            except ValueError:
+                continue  # a width < 1 at this setting: no such format, no point on the curve
+    configs = [c for _, _, c in points]
+    if parallel.serial:
+        accs = [ev.accuracy(c) for c in configs]
+    else:
+        accs = parallel.map(_accuracy_task, configs, EvalSetup.of(ev, prof))
+        ev.evaluations += len(configs)
+    return pd.DataFrame([{"what": w, "bits": b, "accuracy": acc,
+                          "relative_accuracy": acc / ev.float_accuracy if ev.float_accuracy else float("nan")}
+                         for (w, b, _), acc in zip(points, accs)])
+
+
+def _accuracy_task(setup: EvalSetup, config: NetworkConfig) -> float:
+    """A worker's :meth:`Evaluator.accuracy` of one config."""
+    return evaluator_of(setup).accuracy(config)
+
+
+FIELD_NAMES = {"weight-frac": "weight fraction bits", "data-int": "data integer bits (incl. sign)",
+               "data-frac": "data fraction bits"}
+"""The swept fields (:data:`WHAT`) in plain words, for axis and legend labels."""
 
 
 def plot_sweeps(df: pd.DataFrame, title: str):
-    """Relative accuracy vs bits, one line per swept field (Judd Fig. 2)."""
-    fig, ax = new_figure(figsize=(6, 4))
+    """Relative accuracy vs bits, one line per swept field (Judd Fig. 2); the x axis names the field."""
+    fig, ax = new_figure(figsize=(6.5, 4))
+    fields = list(dict.fromkeys(df["what"]))
     for what, part in df.groupby("what", sort=False):
-        ax.plot(part["bits"], part["relative_accuracy"], marker="o", label=what)
-    ax.set_xlabel("bits")
+        ax.plot(part["bits"], part["relative_accuracy"], marker="o", label=FIELD_NAMES.get(what, what))
+    ax.axhline(0.99, color="grey", linewidth=0.8, linestyle=":", label="99 % of float accuracy")
+    ax.set_xlabel(f"{FIELD_NAMES.get(fields[0], fields[0])} (the other fields held wide)" if len(fields) == 1
+                  else "bits of the swept field (the other fields held wide)")
     ax.set_ylabel("accuracy relative to float")
     ax.set_ylim(0, 1.05)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(title="swept field", fontsize=8, title_fontsize=8, loc="lower right")
     ax.set_title(title)
     return fig

@@ -90,8 +90,8 @@ def layer_operands(cfg: LayerConfig, w, b, relu: bool, x, seed=None, stride: int
     ``ideal`` int64 bound; :func:`~fxpsim.datapath.core.check_requantize_args`).
 
     FL_acc > FL_w + FL_x shifts the weights left (exact); FL_acc < FL_w + FL_x or
-    ``product="cast"`` takes the knob path (each product rounded, cast); ``strided:RF`` permutes
-    the rows (conv: the taps) into the layer's order; the registers' lane and addition come
+    ``product="cast"`` takes the knob path (each product rounded, cast); ``strided:RF`` and
+    ``channels-last:C[+strided:RF]`` permute the rows (conv: the taps) into the layer's order; the registers' lane and addition come
     from :func:`lane_plan`."""
     check(cfg.order != "tree", f"layer {cfg.name}: order=tree has no plan kernel: the plan runs it on the "
                                "Simulator's engine (Plan.fallbacks)")
@@ -296,6 +296,8 @@ class Plan:
             shape = (stage.out_channels, oh, ow)
         else:
             shape = (stage.out_channels,)
+        if getattr(stage, "binary", None) is not None and stage.out_shape is not None:
+            shape = stage.out_shape  # a BNN stage (engine xnor) pools, and may flatten, inside its engine
         if why is not None:
             self._fallback(f"{stage.name}: {why}", lambda v: sim.run_kernel(i, v, w, b, cfg).y, shape)
             return

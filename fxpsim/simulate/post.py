@@ -1,16 +1,21 @@
 """The integer operations after a stage's kernel (a :class:`~.stages.Stage`'s ``post``), on raw values.
 
-Max pooling is exact on integers; average pooling sums (never wraps: int64)
-and divides with the layer's rounding; ReLU and flatten are exact; tanh and
+Max pooling is exact on integers; average pooling (and global average
+pooling, over the whole map) sums (never wraps: int64) and divides with the
+layer's rounding; ReLU, clip (to the codes inside [lo, hi]: ``ceil(lo 2^F)``,
+``floor(hi 2^F)``), identity and flatten are exact; tanh and
 sigmoid are look-up tables: dequantize, evaluate, quantize to the stage's
 ``fmt_y`` (saturating) with the layer's rounding.
 """
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 
 from ..config import LayerConfig
+from ..errors import check
 from ..graph.geometry import pool_reduce
 from ..qformat import QFormat, Rounding, dequantize, quantize, shift_round
 
@@ -48,6 +53,18 @@ def post_int(op: str, layer, raw: np.ndarray, fmt: QFormat, cfg: LayerConfig, se
         return raw.reshape(raw.shape[0], -1)
     if op == "maxpool2d":
         return _pool(raw, layer, np.maximum)
+    if op in ("identity", "dropout"):
+        return raw
+    if op == "clip":
+        scale = Fraction(2) ** fmt.frac_bits
+        lo = min(max(fmt.raw_min, -((-Fraction(layer.lo) * scale).__floor__())), fmt.raw_max)  # ceil(lo 2^F)
+        hi = min(max(fmt.raw_min, (Fraction(layer.hi) * scale).__floor__()), fmt.raw_max)
+        return np.minimum(np.maximum(raw, np.int64(lo)), np.int64(hi))
+    if op == "globalavgpool":
+        n = int(raw.shape[2] * raw.shape[3])
+        check(fmt.width + (n - 1).bit_length() <= 63, f"global average pooling of {n} values in {fmt} needs "
+              f"{fmt.width + (n - 1).bit_length()} bits, more than int64 holds: use a narrower format")
+        return _div_round(raw.astype(np.int64, copy=False).sum(axis=(2, 3)), n, cfg.rounding, seed)
     if op == "avgpool2d":
         total = _pool(raw.astype(np.int64, copy=False), layer, np.add)  # sums never wrap
         return _div_round(total, int(layer.size) ** 2, cfg.rounding, seed)

@@ -18,6 +18,7 @@ import numpy as np
 from ..config import LayerConfig, NetworkConfig
 from ..graph.geometry import conv_out_size, window_view
 from ..qformat import QFormat, int_bits_for
+from .dag import dag_kernel_inputs
 from .simulator import Simulator
 from .stages import Stage
 
@@ -63,9 +64,13 @@ def profile(sim: Simulator, x, prepared: bool = False) -> list[LayerProfile]:
     trace = sim.float_trace(xf)
     out = []
     h_in = xf
-    for s, (kernel_out, stage_out) in zip(sim.stages, trace):
+    dag = dag_kernel_inputs(sim, xf) if getattr(sim, "is_dag", False) else None
+    for k, (s, (kernel_out, stage_out)) in enumerate(zip(sim.stages, trace)):
+        max_y = float(np.abs(kernel_out).max())
+        if dag is not None:  # the kernel reads its source node; fmt_y holds the stage's merges too
+            h_in, max_y = dag[k]
         pre = _pre_activation(s, h_in)
-        out.append(LayerProfile(s, float(np.abs(h_in).max()), float(np.abs(kernel_out).max()),
+        out.append(LayerProfile(s, float(np.abs(h_in).max()), max_y,
                                 float(kernel_out.min()), float(np.abs(pre).max())))
         h_in = stage_out
     return out

@@ -32,7 +32,8 @@ from ..errors import check
 from ..qformat import QFormat, Rounding, convert, dequantize, quantize
 from .plan import Plan
 from .post import post_int
-from .stages import Stage, build_stages
+from .dag import dag_float_trace, run_dag_stage
+from .stages import Stage, build_stages, node_stages
 
 __all__ = ["Comparison", "LayerStats", "SimResult", "Simulator", "StageAgreement", "convert_raw", "simulate"]
 
@@ -57,6 +58,9 @@ class LayerStats:
     max_abs_prefix: int | None = None
     """DESIGN.md's max over outputs and every prefix of the exact running sum, bias first (what an
     exact clip register must hold), max over batches; None unless ``prefix_stats=True``."""
+    cast_overflows: int = 0
+    """Products that their cast into BW_acc changed (``product="cast"``), summed like
+    ``overflow_count`` and kept out of it."""
 
 
 @dataclass
@@ -73,12 +77,21 @@ class SimResult:
     BitSerialCycles; dense: None)."""
 
     def stats_table(self):
-        """One row per stage; the ``max_abs_prefix`` column only when it was asked for."""
+        """One row per stage; the ``max_abs_prefix_lsb`` column only when it was asked for, the
+        ``cast_overflows`` column only when some stage has one.
+
+        Column names carry their unit (:data:`TABLE_COLUMNS`: ``max_abs_acc`` is
+        ``max_abs_acc_lsb``, raw accumulator LSBs); the others are the fields'."""
         import pandas as pd
 
         cols = [f for f in LayerStats.__slots__
-                if f != "max_abs_prefix" or any(s.max_abs_prefix is not None for s in self.layer_stats)]
-        return pd.DataFrame([{f: getattr(s, f) for f in cols} for s in self.layer_stats])
+                if (f != "max_abs_prefix" or any(s.max_abs_prefix is not None for s in self.layer_stats))
+                and (f != "cast_overflows" or any(s.cast_overflows for s in self.layer_stats))]
+        return pd.DataFrame([{TABLE_COLUMNS.get(f, f): getattr(s, f) for f in cols} for s in self.layer_stats])
+
+
+TABLE_COLUMNS = {"max_abs_acc": "max_abs_acc_lsb", "max_abs_prefix": "max_abs_prefix_lsb"}
+""":meth:`SimResult.stats_table` column for a :class:`LayerStats` field whose name lacks its unit."""
 
 
 def convert_raw(raw: np.ndarray, src: QFormat, dst: QFormat, rounding=Rounding.NEAREST_EVEN,
@@ -91,7 +104,7 @@ def convert_raw(raw: np.ndarray, src: QFormat, dst: QFormat, rounding=Rounding.N
 class Simulator:
     """A network cut into integer stages, each run on the engine its config names.
 
-    ``cfg.engine`` (dense | sparse | bitserial, :mod:`fxpsim.datapath.engines`)
+    ``cfg.engine`` (dense | sparse | bitserial | xnor, :mod:`fxpsim.datapath.engines`)
     picks the datapath per stage; stage cutting, quantization, conversion
     between stages, pooling and the statistics are the same for all.
     ``backend`` swaps the dense engine's kernels (``fxpsim.datapath.reference``
@@ -107,6 +120,8 @@ class Simulator:
         self.preprocess = getattr(model, "preprocess", None)
         self.stages = build_stages(self.network)
         self.seed = seed
+        self.is_dag = bool(getattr(self.network, "is_dag", False))
+        self.node_owner = node_stages(self.network, self.stages) if self.is_dag else None
 
     @property
     def names(self) -> list[str]:
@@ -134,12 +149,15 @@ class Simulator:
             check(stage.kind in engine.kinds,
                   f"layer {stage.name} is {stage.kind}, which engine {engine.name} does not run (it runs "
                   f"{', '.join(engine.kinds)}): give the layer another engine")
+            engine.check_stage(stage)
             if check_prefix_flag(prefix_stats):
                 engine.check_prefix_stats(stage.name)
 
     # --- float reference -------------------------------------------------
     def float_trace(self, x: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per stage, the float model's (kernel output, stage output) on prepared ``x``."""
+        if self.is_dag:
+            return dag_float_trace(self, x)
         layers = self.network.layers
         trace = []
         h = x
@@ -163,7 +181,7 @@ class Simulator:
         by default, then the conversion is the identity)."""
         s = self.stages[i]
         if cfg.a2q:
-            w, _ = a2q_weights(s, cfg.fmt_w, cfg.fmt_x, cfg.acc_bits, cfg.rounding)
+            w, _ = a2q_weights(s, cfg.fmt_w, cfg.fmt_x, cfg.acc_bits, cfg.rounding, cfg.product_shift)
         else:
             w = quantize(s.W, cfg.fmt_w, cfg.rounding, "clip", self.seed)
         b = quantize(s.b, cfg.fmt_bias, cfg.rounding, "clip", self.seed)
@@ -193,6 +211,27 @@ class Simulator:
         for op, layer in s.post:
             out = post_int(op, layer, out, cfg.fmt_y, cfg, self.seed)
         return res.y, out, res.stats
+
+    def require_chain(self, what: str, fix: str = "simulate or search it instead") -> None:
+        """One-line refusal of a DAG (residual Add/Concat) model by ``what``, which runs chains only."""
+        check(not self.is_dag, f"{what} runs chains of layers only, and this model is a DAG (Add/Concat): {fix}")
+
+    def convert(self, raw, src: QFormat, dst: QFormat, rounding) -> np.ndarray:
+        """:func:`convert_raw` with the simulator's seed."""
+        return convert_raw(raw, src, dst, rounding, self.seed)
+
+    def step(self, i: int, config: NetworkConfig, xf, hits, params, prefix_stats: bool = False):
+        """Stage ``i`` of ``config`` given prepared float inputs ``xf`` and the earlier stages' results
+        ``hits`` (what this returns): ``(kernel_y, stage_out, stats)``, and for a DAG the stage's node
+        values (:mod:`.dag`). A chain's stage reads the previous stage's output (the input first)."""
+        if self.is_dag:
+            return run_dag_stage(self, i, config, xf, hits, params, prefix_stats)
+        cfg = config[i]
+        if i == 0:
+            h = quantize(xf, cfg.fmt_x, cfg.rounding, "clip", self.seed)
+        else:
+            h = convert_raw(hits[i - 1][1], config[i - 1].fmt_y, cfg.fmt_x, cfg.rounding, self.seed)
+        return self.run_stage(i, h, cfg, params, prefix_stats)
 
     def simulate(self, x, config: NetworkConfig, y=None, batch_size: int = 2000,
                  prepared: bool = False, prefix_stats: bool = False) -> SimResult:
@@ -229,11 +268,10 @@ class Simulator:
             trace = self.float_trace(xf)
             first = []
             for j, config in enumerate(configs):
-                h = quantize(xf, config[0].fmt_x, config[0].rounding, "clip", self.seed)
+                hits = []
                 for i, cfg in enumerate(config):
-                    if i > 0:
-                        h = convert_raw(h, config[i - 1].fmt_y, cfg.fmt_x, cfg.rounding, self.seed)
-                    kernel_y, h, stats = self.run_stage(i, h, cfg, params[j][i], prefix_stats)
+                    hits.append(self.step(i, config, xf, hits, params[j][i], prefix_stats))
+                    kernel_y, h, stats = hits[-1][:3]
                     acc[j][i].add(stats, dequantize(kernel_y, cfg.fmt_y), trace[i][0], cfg.fmt_y)
                     if j == 0:
                         first.append(kernel_y)
@@ -257,7 +295,8 @@ class Simulator:
     def compile(self, config: NetworkConfig, max_batch: int = 256, parallel: bool = True) -> Plan:
         """``config`` checked and its weights quantized once, buffers for ``max_batch`` images: a
         :class:`~.plan.Plan`, callable per image or batch, bit-identical to :meth:`simulate` with
-        ``batch_size=max_batch``."""
+        ``batch_size=max_batch``. A DAG (residual) model is refused: the plan runs chains only."""
+        self.require_chain("Simulator.compile", "run it with Simulator.simulate, which gives the same bits")
         return Plan(self, config, max_batch, parallel)
 
 
@@ -295,7 +334,7 @@ class _StatsAccumulator:
 
     def __init__(self, stage: Stage):
         self.name, self.fan_in = stage.name, stage.fan_in
-        self.additions = self.overflows = self.outputs = self.affected = self.max_abs = 0
+        self.additions = self.overflows = self.outputs = self.affected = self.max_abs = self.casts = 0
         self.max_prefix = None  # only when asked (prefix_stats)
         self.extras = None
         self.lo, self.hi, self.err = np.inf, -np.inf, 0.0
@@ -304,6 +343,7 @@ class _StatsAccumulator:
     def add(self, stats, y_hat: np.ndarray, y: np.ndarray, fmt_y: QFormat) -> None:
         self.additions += int(stats.additions)
         self.overflows += int(stats.overflow_count)
+        self.casts += int(getattr(stats, "cast_overflows", 0))
         self.affected += int(stats.outputs_affected)
         self.max_abs = max(self.max_abs, int(stats.max_abs_acc))
         prefix = getattr(stats, "max_abs_prefix", None)
@@ -322,7 +362,7 @@ class _StatsAccumulator:
         return LayerStats(self.name, self.fan_in, self.additions, self.overflows, self.outputs,
                           self.affected, self.max_abs, self.max_abs.bit_length() + 1,
                           self.lo, self.hi, self.err, self.err / max(self.outputs, 1), self.out_of_format,
-                          self.max_prefix)
+                          self.max_prefix, self.casts)
 
 
 def simulate(model, config: NetworkConfig, x, y=None, batch_size: int = 2000) -> SimResult:

@@ -77,7 +77,7 @@ class LayerCompression:
             "nonzeros_pct": 100.0 * self.nonzeros / self.weights,
             "index_bits": self.index_bits, "padding_entries": self.padding_entries,
             "clusters": self.clusters if self.clusters is not None else "-",
-            "bits_per_weight": final / max(self.nonzeros, 1),
+            "bits_per_kept_weight": final / max(self.nonzeros, 1),
             "dense_kb": self.dense_bits / 8192, "pruned_kb": self.pruned_bits / 8192,
             "shared_kb": self.shared_bits / 8192 if self.shared_bits is not None else None,
             "huffman_kb": self.huffman_bits / 8192 if self.huffman_bits is not None else None,
@@ -147,6 +147,6 @@ def network_stages(layers: list[LayerCompression]) -> list[dict]:
     nnz = sum(lc.nonzeros for lc in layers)
     weights = sum(lc.weights for lc in layers)
     return [{"stage": s, "storage_kb": b / 8192,
-             "bits_per_weight": b / max(weights if s == "dense" else nnz, 1),  # per stored weight
+             "bits_per_kept_weight": b / max(weights if s == "dense" else nnz, 1),  # dense: every weight kept
              "weights_kept_pct": 100.0 * (nnz if s != "dense" else weights) / weights,
              "compression_rate": dense / b} for s, b in rows]

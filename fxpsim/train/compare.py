@@ -25,7 +25,7 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from ..graph.build import build_network
-from ..reports import new_figure, save_figure, to_csv, write_text_atomic
+from ..tables import format_table, markdown_table, new_figure, save_figure, to_csv, write_text_atomic
 from .data import Preprocess, load_dataset, train_val_split
 from .optim import OPTIMIZERS
 from .trainer import TrainConfig, evaluate, fit
@@ -87,7 +87,7 @@ def plot_curves(curves: dict, path: Path, title: str) -> None:
     ax_acc.set(xlabel="epoch", ylabel="validation accuracy", ylim=(0.85, 1.0))
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
-    ax_acc.legend(loc="lower right", fontsize=8)
+    ax_acc.legend(loc="lower right", fontsize=8, title="optimizer", title_fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
     save_figure(fig, path)
@@ -143,13 +143,13 @@ def main(argv=None) -> int:
         " ".join(["python -m fxpsim.train.compare", *_without_out(sys.argv[1:] if argv is None else argv)]),
         "```",
         "",
-        table.to_markdown(index=False, floatfmt=".4g"),
+        markdown_table(table),
         "",
         "![training curves](optimizers.png)",
         "",
     ]
     write_text_atomic(out / "optimizers.md", "\n".join(md))
-    print(table.to_string(index=False))
+    print(format_table(table))
     print(f"wrote {out / 'optimizers.md'}, {out / 'optimizers.csv'}, {out / 'optimizers.png'}")
     return 0
 

@@ -5,6 +5,9 @@ embedded, no download; a stratified test split drawn with ``split_seed``.
 ``mnist``: the four standard IDX files (gzip or not) from ``data_dir``, the
 ``FXPSIM_DATA`` environment variable or the download cache, each verified
 by its well-known md5 sum; 60,000 training and 10,000 test images.
+``digits28``: ``digits`` upsampled as a preprocessing step of the loader
+(:func:`upsampled_digits`: bilinear to 20x20, 0..255, centred in 28x28 as
+MNIST is), so that an MNIST-trained trunk can be fine-tuned on it.
 Images are ``(N, 1, H, W)`` uint8 (NCHW); labels int64.
 
 Preprocessing (lecture notes, "Data Preprocessing"): zero-centre by the mean
@@ -29,9 +32,15 @@ import numpy as np
 
 from ..errors import FxpsimError, check
 
-DATASETS = ("digits", "mnist")
+DATASETS = ("digits", "mnist", "digits28")
 #: name -> (input shape (C, H, W), number of classes), known before loading
-DATASET_SHAPES = {"digits": ((1, 8, 8), 10), "mnist": ((1, 28, 28), 10)}
+DATASET_SHAPES = {"digits": ((1, 8, 8), 10), "mnist": ((1, 28, 28), 10), "digits28": ((1, 28, 28), 10)}
+
+#: datasets made from another one (never guessed from an input shape: name them with --dataset)
+DERIVED_DATASETS = ("digits28",)
+
+#: digits28: the 8x8 digit resized to this box, centred in 28x28 with a 4-pixel margin (MNIST's layout)
+DIGITS28_BOX, DIGITS28_SIZE = 20, 28
 
 #: file -> (md5 of the .gz file, md5 of the uncompressed IDX file), the
 #: well-known sums of the original distribution.
@@ -84,6 +93,8 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, test_f
     key = parse_dataset(name)
     if key == "digits":
         return _load_digits(test_fraction, split_seed)
+    if key == "digits28":
+        return upsampled_digits(_load_digits(test_fraction, split_seed))
     return _load_mnist(data_dir, md5)
 
 
@@ -120,6 +131,43 @@ def _load_digits(test_fraction: float, split_seed: int) -> Dataset:
     test = _stratified_mask(y, test_fraction, split_seed)
     return Dataset("digits", x[~test], y[~test], x[test], y[test], (1, 8, 8), 10,
                    {"test_fraction": float(test_fraction), "split_seed": int(split_seed)})
+
+
+def resize_matrix(n_out: int, n_in: int) -> np.ndarray:
+    """``(n_out, n_in)`` bilinear resampling along one axis with half-pixel centres: output pixel
+    ``i`` reads the input at ``(i + 1/2) n_in / n_out - 1/2``, clamped to ``[0, n_in - 1]`` (the
+    usual image "bilinear" resize); every row sums to 1."""
+    pos = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+    lo = np.floor(pos).astype(np.intp)
+    hi = np.minimum(lo + 1, n_in - 1)
+    m = np.zeros((n_out, n_in))
+    np.add.at(m, (np.arange(n_out), lo), 1 - (pos - lo))
+    np.add.at(m, (np.arange(n_out), hi), pos - lo)
+    return m
+
+
+def upsample_images(x: np.ndarray, box: int, size: int, scale: float = 1.0) -> np.ndarray:
+    """Square images ``(N, C, h, h)`` resized bilinearly to ``box x box`` (:func:`resize_matrix`),
+    times ``scale``, rounded half to even to uint8 and centred in ``size x size`` zeros."""
+    check(x.ndim == 4 and x.shape[2] == x.shape[3], f"upsample_images wants square images, got {x.shape}")
+    check(1 <= box <= size and (size - box) % 2 == 0, f"box {box} must fit centred in {size}x{size}")
+    m = resize_matrix(box, x.shape[2])
+    inner = np.rint(np.einsum("ij,ncjk,lk->ncil", m, x.astype(np.float64), m) * scale)
+    check(inner.min(initial=0) >= 0 and inner.max(initial=0) <= 255, "upsampled values leave 0..255")
+    out = np.zeros((*x.shape[:2], size, size), dtype=np.uint8)
+    margin = (size - box) // 2
+    out[:, :, margin:margin + box, margin:margin + box] = inner
+    return out
+
+
+def upsampled_digits(digits: Dataset) -> Dataset:
+    """``digits28``: each 8x8 digit (values 0..16) resized bilinearly to 20x20, scaled to 0..255 and
+    centred in 28x28 with a 4-pixel margin, as MNIST lays its digits out (a 20x20 box in 28x28), so
+    an MNIST-trained network reads it (transfer learning); the same split as ``digits``."""
+    scale = 255 / 16
+    up = functools.partial(upsample_images, box=DIGITS28_BOX, size=DIGITS28_SIZE, scale=scale)
+    return Dataset("digits28", up(digits.x_train), digits.y_train, up(digits.x_test), digits.y_test,
+                   (1, DIGITS28_SIZE, DIGITS28_SIZE), digits.n_classes, digits.split)
 
 
 def _stratified_mask(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:

@@ -201,7 +201,9 @@ class QATNetwork:
 
     def _simulator(self) -> Simulator:
         """A simulator of the network's current weights (BatchNorm folded now)."""
-        return Simulator(self.network, seed=self.seed, backend=self.backend)
+        sim = Simulator(self.network, seed=self.seed, backend=self.backend)
+        sim.require_chain("quantization-aware training")
+        return sim
 
     # --- forward -------------------------------------------------------------
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:

@@ -13,23 +13,24 @@ from __future__ import annotations
 
 import math
 import platform
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from threadpoolctl import threadpool_limits
-from tqdm import tqdm
 
 from .. import __version__
 from ..binary.train_layers import binary_spec, parse_method
 from ..errors import FxpsimError, check
 from ..graph import Network, build_network, resolve_spec
 from ..modelfile import Model
+from ..progress import progress_bar
+from .augment import Augment, random_shift  # noqa: F401  (random_shift: moved, importable here as before)
 from .data import Dataset, Preprocess, train_val_split
 from .losses import LOSSES, parse_loss
 from .optim import check_lr, make_optimizer, parse_optimizer
 from .schedules import Schedule
+from .transfer import check_fits, parse_layer_names, trainable
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,11 @@ class TrainConfig:
     "Better": higher validation accuracy, ties broken by lower validation loss.
     ``shift``: data augmentation (lecture notes' regularisation list), each
     training image moved by a random whole number of pixels in
-    ``[-shift, shift]`` along each axis (edge pixels repeated); 0 = off.
+    ``[-shift, shift]`` along each axis (edge pixels repeated); 0 = off;
+    ``rotate``: then rotated by a random angle in ``[-rotate, rotate]``
+    degrees (:mod:`fxpsim.train.augment`). ``freeze``: names of layers
+    (``conv1``, ``fc2``, as in configs) left out of the optimizer
+    (:mod:`fxpsim.train.transfer`).
     ``threads``: BLAS threads while training (1: reproducible, and fastest
     when the cores are shared; matrix products may sum in another order
     with more threads).
@@ -65,6 +70,8 @@ class TrainConfig:
     val_fraction: float = 0.1
     patience: int | None = None
     shift: int = 0
+    rotate: float = 0.0
+    freeze: tuple[str, ...] = ()
     init: str = "he"
     preprocess: str = "standardize"
     threads: int = 1
@@ -87,9 +94,16 @@ class TrainConfig:
               f"weight decay l2={self.weight_decay!r}, l1={self.l1!r} must be >= 0")
         check(isinstance(self.threads, int) and self.threads >= 1, f"threads={self.threads!r} must be >= 1")
         check(isinstance(self.shift, int) and self.shift >= 0, f"shift={self.shift!r} must be a whole number >= 0")
+        self.augment  # validates rotate
+        object.__setattr__(self, "freeze", parse_layer_names(self.freeze))
         self.lr_schedule()  # validates the schedule parameters
         if self.method is not None:
             object.__setattr__(self, "method", parse_method(self.method))
+
+    @property
+    def augment(self) -> Augment:
+        """The training-batch augmentation of ``shift`` and ``rotate``."""
+        return Augment(self.shift, self.rotate)
 
     def lr_schedule(self) -> Schedule:
         return Schedule(self.schedule, self.lr, k=self.decay, every=self.step_every, factor=self.step_factor)
@@ -126,26 +140,13 @@ def evaluate(network: Network, x: np.ndarray, y: np.ndarray, batch_size: int = 5
     return total / len(x), correct / len(x)
 
 
-def random_shift(x: np.ndarray, shift: int, rng: np.random.Generator) -> np.ndarray:
-    """Images ``(B, C, H, W)`` each translated by ``(dy, dx)`` drawn from ``[-shift, shift]``.
-
-    The image is padded by repeating its edge pixels (the background of
-    MNIST-like data), then cropped at the drawn offset.
-    """
-    b, _, h, w = x.shape
-    padded = np.pad(x, ((0, 0), (0, 0), (shift, shift), (shift, shift)), mode="edge")
-    windows = np.lib.stride_tricks.sliding_window_view(padded, (h, w), axis=(2, 3))  # (B, C, 2s+1, 2s+1, H, W)
-    dy, dx = rng.integers(0, 2 * shift + 1, size=(2, b))
-    return np.ascontiguousarray(windows[np.arange(b), :, dy, dx])
-
-
 def network_optimizer(network: Network, config: TrainConfig):
     """The optimizer of ``config`` over all trainable parameters of ``network``.
 
     Weight decay (L1/L2) applies to weights (keys ``<i>.W``) only, not to
     biases or BatchNorm's gamma and beta.
     """
-    entries = network.params_and_grads()
+    entries = trainable(network, config.freeze)
     return make_optimizer(config.optimizer, [p for _, p, _ in entries], config.lr, momentum=config.momentum,
                           l2=config.weight_decay, l1=config.l1, decay=[key.endswith(".W") for key, _, _ in entries])
 
@@ -179,14 +180,14 @@ def fit(network: Network, x: np.ndarray, y: np.ndarray, config: TrainConfig,
 def _fit(network, x, y, config, x_val, y_val, progress, log, after_backward=None, after_step=None) -> History:
     has_val = x_val is not None and len(x_val) > 0
     opt = network_optimizer(network, config)
-    grads = [g for _, _, g in network.params_and_grads()]
+    grads = [g for _, _, g in trainable(network, config.freeze)]
     # binary layers: clip the real weights to [-1, 1] after each update (BinaryConnect, BNN)
     post_update = [layer.post_update for layer in network.layers if hasattr(layer, "post_update")]
     schedule = config.lr_schedule()
     loss_fn = LOSSES[config.loss]
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, 0x6D62]))  # mini-batch order
-    aug_rng = np.random.default_rng(np.random.SeedSequence([config.seed, 0x6175]))  # augmentation shifts
-    check(config.shift == 0 or x.ndim == 4, f"shift={config.shift} needs image input (N, C, H, W), got {x.shape}")
+    augment, aug_rng = config.augment, Augment.rng(config.seed)  # training batches only
+    augment.check_images(x.shape)
     history = History()
     best_key, best_state, waited = (-math.inf, -math.inf), None, 0
     n, bs = len(x), config.batch_size
@@ -196,13 +197,13 @@ def _fit(network, x, y, config, x_val, y_val, progress, log, after_backward=None
         start = time.perf_counter()
         order = rng.permutation(n)
         loss_sum, correct = 0.0, 0
-        bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress,
-                   leave=True, file=sys.stderr, dynamic_ncols=True)
+        bar = progress_bar(n_batches, f"epoch {epoch + 1}/{config.epochs}", progress, leave=True,
+                           dynamic_ncols=True)
         for step in range(n_batches):
             idx = order[step * bs:(step + 1) * bs]
             xb, yb = x[idx], y[idx]
-            if config.shift:
-                xb = random_shift(xb, config.shift, aug_rng)
+            if augment.active:
+                xb = augment(xb, aug_rng)
             opt.lookahead()
             logits = network.forward(xb, training=True)
             loss, dlogits = loss_fn(logits, yb)
@@ -251,8 +252,12 @@ def _fit(network, x, y, config, x_val, y_val, progress, log, after_backward=None
     return history
 
 
-def train(dataset: Dataset, arch: str, config: TrainConfig, *, progress: bool = True, log=None):
+def train(dataset: Dataset, arch: str, config: TrainConfig, *, progress: bool = True, log=None,
+          start: Network | None = None):
     """The whole pipeline: split, fit preprocessing, build, train, test.
+
+    ``start``: train this network (in place) instead of a fresh ``arch``, e.g. a trained trunk with
+    a new head (transfer learning, :mod:`fxpsim.train.transfer`); ``arch`` is then only recorded.
 
     Returns ``(Model, History)``; the model's metadata records the dataset
     and its split, the seed, the hyper-parameters, the float test accuracy
@@ -262,7 +267,8 @@ def train(dataset: Dataset, arch: str, config: TrainConfig, *, progress: bool = 
     prep = Preprocess.fit(x_tr, config.preprocess)
     if config.method is not None:
         arch = binary_spec(resolve_spec(arch, dataset.input_shape, dataset.n_classes), config.method)
-    network = build_network(arch, dataset.input_shape, dataset.n_classes, seed=config.seed, init=config.init)
+    network = (build_network(arch, dataset.input_shape, dataset.n_classes, seed=config.seed, init=config.init)
+               if start is None else check_fits(start, dataset.name, dataset.input_shape, dataset.n_classes))
     history = fit(network, prep.apply(x_tr), y_tr, config, prep.apply(x_val), y_val, progress=progress, log=log)
     with threadpool_limits(limits=config.threads, user_api="blas"):
         test_loss, test_acc = evaluate(network, prep.apply(dataset.x_test), dataset.y_test)

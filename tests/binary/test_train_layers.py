@@ -387,11 +387,15 @@ def test_cli_bad_method_one_line_exit_2(methods, match, tmp_path, capsys):
     assert rc == 2 and match in err and err.count("\n") == 1
 
 
-def test_fixed_point_stages_point_binary_models_to_the_bnn_simulator():
+def test_binary_models_are_cut_into_stages_bnn_on_xnor_bc_on_fixed_point():
     from fxpsim.simulate import build_stages
 
-    with pytest.raises(FxpsimError, match="BnnSimulator"):
-        build_stages(build_network("bfc16bnn-bn-sign-bfc10bnn-bn", (1, 8, 8), 10))
+    bnn = build_stages(build_network("bfc16bnn-bn-sign-bfc10bnn-bn", (1, 8, 8), 10))
+    assert [s.name for s in bnn] == ["fc1", "fc2"] and all(s.binary is not None for s in bnn)
+    bc = build_stages(build_network("bfc16bc-bn-relu-bfc10bc-bn", (1, 8, 8), 10))
+    assert all(s.binary is None for s in bc) and bc[0].relu  # binary weights, BN folded, ReLU fused
+    with pytest.raises(FxpsimError, match="must end in sign"):
+        build_stages(build_network("bfc16bnn-bn-relu-bfc10bnn-bn", (1, 8, 8), 10))
 
 
 def test_train_cli_method_builds_the_binary_variant(tmp_path, capsys):

@@ -54,7 +54,7 @@ def test_compress_reports_layers_and_stages(pruned, capsys):
     assert rc == 0
     layers = pd.read_csv(d / "mlp-pruned-8pe-compress.csv")
     assert list(layers["layer"]) == ["fc1", "fc2", "fc3"]
-    for col in ("weights", "nonzeros_pct", "index_bits", "padding_entries", "bits_per_weight", "storage_kb",
+    for col in ("weights", "nonzeros_pct", "index_bits", "padding_entries", "bits_per_kept_weight", "storage_kb",
                 "cycles_pe_min", "cycles_pe_mean", "cycles_pe_max"):
         assert col in layers.columns
     assert (layers["cycles_pe_min"] <= layers["cycles_pe_mean"]).all()

@@ -143,7 +143,7 @@ CLI_CASES = [
     ["eval", MLP, "--config", "{cfg:other-model}", "--out", "{out}"],
     ["eval", "{tweaked}", "--config", "{cfg:recorded}", "--out", "{out}"],
     # no command, unknown ones, unknown options
-    [], ["bogus"], ["eval", MLP, "--no-such-option"], ["--version"],
+    [], ["bogus"], ["evl"], ["eval", MLP, "--no-such-option"],
     # eval
     ["eval", "{missing}"], ["eval", "{out}"], ["eval", "{file}"],
     ["eval", MLP, S, "--pes", "129", "--out", "{out}"], ["eval", MLP, S, "--pes", "4097", "--out", "{out}"],

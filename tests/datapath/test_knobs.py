@@ -118,6 +118,97 @@ def test_conv_equals_twin_for_every_knob(case):
     assert_same(dp.conv2d(x, w, b, cfg, **kw), ref.conv2d(x, w, b, cfg, **kw))
 
 
+def _channels_last_st(channels: int, k: int):
+    """``channels-last:C`` or ``channels-last:C+strided:RF`` (RF 1..K+1) for C channels of K inputs."""
+    return st.one_of(st.just(f"channels-last:{channels}"),
+                     st.integers(1, k + 1).map(lambda rf: f"channels-last:{channels}+strided:{rf}"))
+
+
+@settings(max_examples=150)
+@given(knob_dense_case_st(max_k=24), st.data())
+def test_dense_channels_last_equals_twin(case, data):
+    """A Dense after a flattened (C, H, W) input, added in hls4ml's (position, channel) order
+    (then strided), every other knob drawn: the engine == the twin (stats included)."""
+    x, w, b, cfg, kw = case
+    k = x.shape[1]
+    c = data.draw(st.sampled_from([d for d in range(1, k + 1) if k % d == 0]))
+    cfg = replace(cfg, order=data.draw(_channels_last_st(c, k)))
+    assert_same(dp.dense(x, w, b, cfg, **kw), ref.dense(x, w, b, cfg, **kw))
+
+
+@settings(max_examples=60)
+@given(knob_conv_case_st(), st.data())
+def test_conv_channels_last_equals_twin(case, data):
+    x, w, b, cfg, kw = case
+    cfg = replace(cfg, order=data.draw(_channels_last_st(w.shape[1], w[0].size)))
+    assert_same(dp.conv2d(x, w, b, cfg, **kw), ref.conv2d(x, w, b, cfg, **kw))
+
+
+def _nhwc_patches(x, kh, kw, stride, padding):
+    """im2col of NCHW ``x`` written the way hls4ml's channels-last buffer holds it: per output
+    pixel, (kernel row, kernel column, channel), zero padding."""
+    xp = np.pad(np.asarray(x), ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    bsz, c, h, wd = xp.shape
+    oh, ow = (h - kh) // stride + 1, (wd - kw) // stride + 1
+    rows = [[int(xp[b_, ch, i * stride + di, j * stride + dj]) for di in range(kh) for dj in range(kw)
+             for ch in range(c)] for b_ in range(bsz) for i in range(oh) for j in range(ow)]
+    return np.array(rows, dtype=np.int64).reshape(bsz * oh * ow, kh * kw * c), (bsz, oh, ow)
+
+
+@settings(max_examples=40)
+@given(knob_conv_case_st())
+def test_channels_last_conv_is_a_sequential_dense_over_nhwc_patches(case):
+    """What the knob means, built independently of both permutations: the conv in
+    ``channels-last:C`` order == the sequential twin over (row, column, channel) patches with
+    the weights laid out the same way (hls4ml's conv_2d_latency_cl / RemoveTransposeBeforeFlatten)."""
+    x, w, b, cfg, kw = case
+    f, c, kh, kw_ = w.shape
+    cfg = replace(cfg, order=f"channels-last:{c}")
+    patches, (bsz, oh, ow) = _nhwc_patches(x, kh, kw_, kw["stride"], kw["padding"])
+    wm = np.asarray(w).transpose(2, 3, 1, 0).reshape(kh * kw_ * c, f)
+    flat = ref.dense(patches, wm, b, replace(cfg, order="sequential"), activation=kw["activation"],
+                     seed=kw["seed"], prefix_stats=kw["prefix_stats"])
+    got = dp.conv2d(x, w, b, cfg, **kw)
+    np.testing.assert_array_equal(got.acc, flat.acc.reshape(bsz, oh, ow, f).transpose(0, 3, 1, 2))
+    assert (got.stats.overflow_count, got.stats.cast_overflows, got.stats.max_abs_prefix) == (
+        flat.stats.overflow_count, flat.stats.cast_overflows, flat.stats.max_abs_prefix)
+    if cfg.rounding is not Rounding.STOCHASTIC:  # its draws are indexed by output position
+        np.testing.assert_array_equal(got.y, flat.y.reshape(bsz, oh, ow, f).transpose(0, 3, 1, 2))
+
+
+def test_channels_last_order_changes_what_saturates():
+    """K = 4 as C = 2 channels of 2 positions: products 6, 6 (channel 0), -6, -6 (channel 1),
+    BW_acc 4 clip. Sequential 6, 12 -> 7 (overflow), 1, -5; channels-last (k = 0, 2, 1, 3):
+    6, 0, 6, 0; + strided:2 over that (k = 0, 1, 2, 3) is sequential again; wrap agrees."""
+    x, w = [2, 2, -2, -2], [3, 3, 3, 3]
+    seq = _one(x, w, acc_bits=4)
+    cl = _one(x, w, acc_bits=4, order="channels-last:2")
+    assert (cl.acc[0, 0], cl.stats.overflow_count, cl.stats.max_abs_prefix) == (0, 0, 6)
+    assert_same(_one(x, w, acc_bits=4, order="channels-last:2+strided:2"), seq)
+    assert_same(_one(x, w, acc_bits=4, order="channels-last:1"), seq)
+    assert_same(_one(x, w, acc_bits=4, order="channels-last:4"), seq)
+    cfg = LayerConfig("fc1", **BASE, order="channels-last:3+strided:2")
+    assert core.order_permutation(cfg, 12).tolist() == ref.order_of(12, cfg) == [0, 8, 5, 2, 10, 7, 4, 1,
+                                                                                  9, 6, 3, 11]
+    assert (cfg.reuse_factor, cfg.channels_last) == (2, 3)
+    assert (LayerConfig("fc1", **BASE).channels_last, replace(cfg, order="channels-last:5").reuse_factor) == (None, 1)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda cfg: dp.dense(np.zeros((1, 10), np.int64), np.zeros((10, 2), np.int64), None, cfg),
+     "layer fc1: order=channels-last:3: K=10 inputs are not 3 channels of equal size"),
+    (lambda cfg: ref.dense(np.zeros((1, 10), np.int64), np.zeros((10, 2), np.int64), None, cfg),
+     "layer fc1: order=channels-last:3: K=10 inputs are not 3 channels of equal size"),
+    (lambda cfg: dp.conv2d(np.zeros((1, 2, 3, 3), np.int64), np.zeros((1, 2, 2, 2), np.int64), None, cfg),
+     "layer fc1: order=channels-last:3 names 3 channels but the conv has 2 input channels: use "
+     "order=channels-last:2"),
+])
+def test_channels_last_needs_the_layers_channel_count(call, message):
+    with pytest.raises(FxpsimError) as exc:
+        call(LayerConfig("fc1", **BASE, order="channels-last:3"))
+    assert str(exc.value).startswith(message) and "\n" not in str(exc.value)
+
+
 @settings(max_examples=60)
 @given(knob_dense_case_st(max_batch=3, max_k=12, max_n=3, max_width=31))
 def test_wide_operands_62_bit_accumulators_and_sums_beyond_int64(case):
@@ -404,7 +495,7 @@ def test_fmt_bias_is_quantized_in_its_format_then_converted():
 # --------------------------------------------------------------------------- the record
 
 KNOB_VALUES = [("frac_acc", 10), ("product", "cast"), ("product_rounding", "nearest"),
-               ("order", "strided:4"), ("order", "tree"), ("output_overflow", "wrap"), ("fmt_bias", "Q6.10")]
+               ("order", "strided:4"), ("order", "tree"), ("order", "channels-last:16+strided:4"), ("output_overflow", "wrap"), ("fmt_bias", "Q6.10")]
 BASE = dict(fmt_w="Q1.7", fmt_x="Q2.6", fmt_y="Q3.5", acc_bits=20)
 
 
@@ -451,6 +542,9 @@ def test_defaults_are_omitted_and_follow_the_formats():
     ({"order": "strided:0"}, "order: 'strided:0' is not an accumulation order"),
     ({"order": "strided:04"}, "order: 'strided:04' is not an accumulation order"),
     ({"order": "strided"}, "order: 'strided' is not an accumulation order"),
+    ({"order": "channels-last"}, "order: 'channels-last' is not an accumulation order"),
+    ({"order": "channels-last:0"}, "order: 'channels-last:0' is not an accumulation order"),
+    ({"order": "channels-last:4+strided:0"}, "order: 'channels-last:4\\+strided:0' is not an accumulation"),
     ({"order": ["tree"]}, r"order=\['tree'\] is not a string"),
     ({"output_overflow": "ideal"}, "output_overflow: unknown overflow mode 'ideal'"),
     ({"fmt_bias": "Q4"}, "fmt_bias: bad format 'Q4'"),
@@ -476,7 +570,8 @@ def _sparse_call(cfg, x, w, b=None):
 
 
 @pytest.mark.parametrize("knob, value", [("frac_acc", 10), ("product", "cast"), ("order", "strided:2"),
-                                         ("order", "tree"), ("product_rounding", "nearest")])
+                                         ("order", "tree"), ("order", "channels-last:3"),
+                                         ("product_rounding", "nearest")])
 def test_sparse_and_bitserial_refuse_the_knobs_they_cannot_run(knob, value):
     """One line naming the layer, the knob and the engine, pointing at dense (product_rounding
     only matters, so is only refused, when FL_acc < FL_w + FL_x)."""
@@ -539,3 +634,37 @@ def test_a_network_with_knobs_on_every_layer_equals_the_twin_and_sparse_refuses_
     assert fast.layer_stats == slow.layer_stats
     with pytest.raises(FxpsimError, match=r"^layer conv1: engine sparse does not run frac_acc="):
         sim.simulate(x, config.with_engine("sparse"))
+
+
+def test_layer_stats_sum_cast_overflows_and_tables_show_knobs_only_when_set():
+    """``LayerStats.cast_overflows`` is the engine's count summed over batches (and kept out of
+    overflow_count); ``stats_table()`` and ``NetworkConfig.table()`` gain a column only when some
+    layer has a cast overflow / sets a knob, so tables of default configs keep their columns."""
+    from fxpsim.network import build_network
+    from fxpsim.simulate import Simulator, config_from_profile, convert_raw, profile
+    from fxpsim.qformat import quantize
+
+    net = build_network("fc12-relu-fc10", (6,), 10, seed=3)
+    x = np.random.default_rng(5).normal(0, 2, (40, 6))
+    sim = Simulator(net)
+    base = config_from_profile(profile(sim, x), weight_bits=8, data_bits=8, acc_bits=12, overflow="clip")
+    cast = base.with_all(product="cast", acc_bits=9)
+    res = sim.simulate(x, cast, batch_size=7)
+    h, want = quantize(sim.prepare(x), cast[0].fmt_x, cast[0].rounding, "clip", sim.seed), []
+    for i, c in enumerate(cast):  # the stages one by one, one batch
+        if i:
+            h = convert_raw(h, cast[i - 1].fmt_y, c.fmt_x, c.rounding, sim.seed)
+        _, h, stats = sim.run_stage(i, h, c)
+        want.append(int(stats.cast_overflows))
+    assert [s.cast_overflows for s in res.layer_stats] == want and sum(want) > 0
+    assert "cast_overflows" in res.stats_table().columns
+    plain = sim.simulate(x, base)
+    assert all(s.cast_overflows == 0 for s in plain.layer_stats)
+    assert "cast_overflows" not in plain.stats_table().columns
+    assert list(base.table().columns) == ["layer", "weights", "bw_w", "data_in", "bw_x", "data_out", "acc_bits",
+                                          "overflow", "rounding", "a2q"]
+    knobs = base.with_layer(1, order="strided:3", frac_acc=base[1].frac_acc - 2)
+    table = knobs.table()
+    assert list(table.columns[-2:]) == ["frac_acc", "order"]
+    assert table["order"].tolist() == ["sequential", "strided:3"]
+    assert table["frac_acc"].tolist() == [base[0].frac_acc, base[1].frac_acc - 2]

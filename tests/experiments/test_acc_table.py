@@ -16,7 +16,7 @@ from fxpsim.cli.common import calibration_set
 from fxpsim.errors import FxpsimError
 from fxpsim.experiments.acc_table import AccTableStudy, run_acc_table
 from fxpsim.modelfile import load_model
-from fxpsim.reports import to_csv
+from fxpsim.tables import to_csv
 from fxpsim.train.data import load_dataset
 
 MLP = Path(__file__).resolve().parents[2] / "models" / "digits-mlp.npz"

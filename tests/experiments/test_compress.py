@@ -11,7 +11,7 @@ from fxpsim.errors import FxpsimError
 from fxpsim.experiments.compress import CompressStudy, layer_inputs, run_compress
 from fxpsim.experiments.prune import Retraining
 from fxpsim.network import build_network
-from fxpsim.reports import to_csv
+from fxpsim.tables import to_csv
 from fxpsim.sparse.pe import eie_matrix
 
 MLP = Path(__file__).resolve().parents[2] / "models" / "digits-mlp.npz"

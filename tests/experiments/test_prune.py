@@ -9,7 +9,7 @@ import pytest
 from fxpsim.cli import main
 from fxpsim.errors import FxpsimError
 from fxpsim.experiments.prune import PruneStudy, Retraining, parse_sparsity, run_prune
-from fxpsim.reports import to_csv
+from fxpsim.tables import to_csv
 
 MLP = Path(__file__).resolve().parents[2] / "models" / "digits-mlp.npz"
 FAST = dict(iterations=2, retrain_epochs=1, progress=False)

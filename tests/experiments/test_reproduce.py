@@ -19,7 +19,7 @@ import pytest
 from fxpsim.cli import build_parser, main as cli_main
 from fxpsim.cli.binary import recorded_command
 from fxpsim.experiments import reproduce as rp
-from fxpsim.reports import format_csv_float, model_provenance, to_csv
+from fxpsim.tables import format_csv_float, model_provenance, to_csv
 
 QUICK = [e for e in rp.all_entries() if e.quick]
 TEXT_SUFFIXES = (".csv", ".md", ".json")

@@ -197,6 +197,8 @@ REQUANTIZE_PAIRS = _requantize_pairs()
 ACC_CASES = _acc_cases()
 CAST_CASES = _cast_cases()
 UNMAPPED_FORMATS = [QUANTIZE_FORMATS[i] for i in (0, 4, 5, 9, -2)]
+SYM_FORMATS = [f for f in QUANTIZE_FORMATS if f.signed and f.width >= 2]
+"""Signed formats of 2 bits and more: fxpsim's narrow ones saturate as ``AP_SAT_SYM``."""
 
 
 def _quantize_job(fmt: QFormat, q: str, o: str) -> str:
@@ -213,6 +215,7 @@ def _all_jobs() -> list[str]:
     jobs += [_requantize_job(a, y, AP_Q_MODE[r], AP_O_MODE[o]) for a, y in REQUANTIZE_PAIRS
              for r, o in MODE_PAIRS]
     jobs += [job for case in ACC_CASES + CAST_CASES for o in AP_O_MODE for job in case.jobs(o)]
+    jobs += [_quantize_job(f, q, "AP_SAT_SYM") for f in SYM_FORMATS for q in AP_Q_MODE.values()]
     return list(dict.fromkeys(jobs))
 
 
@@ -348,6 +351,23 @@ def test_quantize_matches_ap_fixed(apfixed, rounding, overflow):
         assert_same(quantize(v, fmt, rounding, overflow), theirs, v, what)
         plain = np.abs(v) < 1e200  # without the values that take quantize's stand-in paths
         assert_same(quantize(v[plain], fmt, rounding, overflow), theirs[plain], v[plain], what)
+
+
+@pytest.mark.parametrize("rounding", list(AP_Q_MODE), ids=list(AP_Q_MODE.values()))
+def test_narrow_quantize_matches_ap_sat_sym(apfixed, rounding):
+    """``ap_fixed<W, I, Q, AP_SAT_SYM> v = d`` == ``quantize(d, QFormat(I, W - I, narrow=True), rounding,
+    "clip")``, the mapping :func:`fxpsim.interop.hls4ml.precision` writes for a narrow format."""
+    from fxpsim.interop.hls4ml import precision
+    rng = np.random.default_rng(SEED + 6)
+    q = AP_Q_MODE[rounding]
+    values = [_doubles(fmt, -(-MIN_CASES // len(SYM_FORMATS)), rng) for fmt in SYM_FORMATS]
+    outs = apfixed([(_quantize_job(f, q, "AP_SAT_SYM"), v.size, 0, v.view(np.int64)) for f, v in zip(SYM_FORMATS, values)])
+    assert sum(v.size for v in values) >= MIN_CASES
+    for fmt, v, theirs in zip(SYM_FORMATS, values, outs):
+        narrow = QFormat(fmt.int_bits, fmt.frac_bits, narrow=True)
+        assert precision(narrow, rounding, Overflow.CLIP).endswith(f",{q},AP_SAT_SYM>")
+        assert_same(quantize(v, narrow, rounding, "clip"), theirs, v, f"quantize to {ap_type(fmt, q, 'AP_SAT_SYM')}")
+        assert (theirs >= -fmt.raw_max).all()
 
 
 def _ap_model(x: float, fmt: QFormat, q: str, o: str) -> int:

@@ -213,6 +213,28 @@ def test_saturating_layers_in_another_order_need_saturation_free_accumulators(cn
         assert H.saturation_free_bits(sim.stages[i], fits[i], w, b) <= need
         H.hls4ml_config(model, fits)
         H.hls4ml_config(model, narrow.with_layer(i, overflow="wrap"))  # wrap is order-free
+        assert f"set order=channels-last:16" in msg
+
+
+def test_saturating_channels_last_layers_export_with_the_knob(cnn):
+    """conv2 and fc1 (after conv2's flatten, 16 channels) in hls4ml's own order: exported
+    saturating at any BW_acc, Latency for channels-last:16, Resource for +strided:RF; a wrong
+    channel count, or the knob on a layer hls4ml adds in sequence, is refused naming the knob."""
+    model, sim, config = cnn
+    assert [H.hls4ml_channels(s, sim.stages[i - 1] if i else None) for i, s in enumerate(sim.stages)] == [
+        None, 16, 16, None]
+    clip = config.with_all(overflow="clip", acc_bits=12)
+    cl = clip.with_layer(1, order="channels-last:16").with_layer(2, order="channels-last:16+strided:4")
+    names = H.hls4ml_config(model, cl)["LayerName"]
+    assert [(names[n]["Strategy"], names[n]["ReuseFactor"]) for n in ("conv2", "fc1")] == [
+        ("Latency", 1), ("Resource", 4)]
+    assert H.order_differs(sim.stages[1], sim.stages[0], cl[1]) is None
+    _refused(model, cl.with_layer(2, order="channels-last:4"), "layer fc1", "order=channels-last:4",
+             "set order=channels-last:16")
+    _refused(model, cl.with_layer(3, order="channels-last:8"), "layer fc2", "order=channels-last:8",
+             "adds this dense's inputs in sequence")
+    H.hls4ml_config(model, cl.with_layer(3, order="channels-last:64"))  # one position: sequential
+    H.hls4ml_config(model, cl.with_layer(0, order="channels-last:1"))  # conv1: one channel
 
 
 def test_saturation_free_bits_bound_every_sum():

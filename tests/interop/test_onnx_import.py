@@ -315,11 +315,10 @@ def test_refused_graph_shapes(tmp_path):
     _refused(tmp_path, dyn, r"dynamic shape \(dimension 2 is 'H'\)")
     two = _mlp_with(relu, outputs=("y", "h"))
     _refused(tmp_path, two, r"the graph has 2 outputs \(y, h\)")
+    # branches and joins are imported (tests/simulate/test_dag_onnx.py), but not before the first
+    # Conv/Gemm/MatMul, where the integer datapath has nothing to run them on
     branch = _mlp_with([*relu, node("Sigmoid", ["x"], ["s"], name="side")])
-    _refused(tmp_path, branch, r"tensor 'x' feeds node relu \(Relu\), node side \(Sigmoid\): a branch")
-    residual = _mlp_with([*relu, node("Add", ["h", "x"], ["h2"], name="add_3")])
-    msg = _refused(tmp_path, residual, r"node add_3 \(Add\): it joins 2 tensors")
-    assert "residual and concatenating networks need DAG support, not in this fxpsim yet" in msg
+    _refused(tmp_path, branch, r"relu stands before the first Conv/Gemm/MatMul")
     _refused(tmp_path, _mlp_with(relu, elem_type=TensorProto.UINT8), r"input 'x' is not a float32 tensor")
     _refused(tmp_path, _mlp_with(relu, in_shape=(3, 8, 8)), r"matches no dataset's images", cli=False)
     _refused(tmp_path, _mlp_with(relu, in_shape=(784,)), r"has shape \(784,\) per image but the dataset's "
@@ -333,7 +332,13 @@ def test_refused_ops(tmp_path):
              r"node erf_1 \(Erf\): op Erf has no fxpsim layer")
     zero, six = tensor("lo", np.array(0.0)), tensor("hi", np.array(6.0))
     _refused(tmp_path, _mlp_with([node("Clip", ["x", "lo", "hi"], ["h"], name="relu6")], [zero, six]),
-             r"node relu6 \(Clip\): Clip\(0, 6\) is not a ReLU")
+             r"clip stands before the first Conv/Gemm/MatMul")
+    w1 = tensor("W1", np.random.default_rng(1).normal(0, 0.3, (64, 64)))
+    for lo_hi, shown in (([tensor("lo1", np.array(1.0))], r"Clip\(1, inf\)"), ([six, zero], r"Clip\(6, 0\)")):
+        names = [t.name for t in lo_hi]
+        half_open = _mlp_with([node("MatMul", ["x", "W1"], ["m"], name="fc1"),
+                               node("Clip", ["m", *names], ["h"], name="clip_2")], [w1, *lo_hi])
+        _refused(tmp_path, half_open, r"node clip_2 \(Clip\): " + shown + r" is not a finite range lo < hi")
     _refused(tmp_path, _mlp_with([node("Softmax", ["x"], ["h"], name="sm")]), r"node sm \(Softmax\): is not the last")
     w = tensor("W", np.zeros((4, 1, 3, 3)))
     conv = lambda **a: _mlp_with([node("Conv", ["x", "W"], ["c"], name="conv", **a),
@@ -344,7 +349,12 @@ def test_refused_ops(tmp_path):
     grouped = _mlp_with([node("Conv", ["x", "W"], ["c"], name="conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
                          node("Conv", ["c", "Wg"], ["g"], name="gconv", group=2, kernel_shape=[3, 3]),
                          node("Flatten", ["g"], ["h"])], [w, wg], in_shape=(1, 8, 8), k_shape=(4, 6, 6))
-    _refused(tmp_path, grouped, r"node gconv \(Conv\): group=2: grouped and depthwise Conv")
+    assert import_onnx(save(grouped, tmp_path / "grouped.onnx")).model.network.layers[1].groups == 2
+    wg3 = tensor("Wg", np.zeros((4, 4, 3, 3)))
+    bad_group = _mlp_with([node("Conv", ["x", "W"], ["c"], name="conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+                           node("Conv", ["c", "Wg"], ["g"], name="gconv", group=3, kernel_shape=[3, 3]),
+                           node("Flatten", ["g"], ["h"])], [w, wg3], in_shape=(1, 8, 8), k_shape=(4, 6, 6))
+    _refused(tmp_path, bad_group, r"node gconv \(Conv\): group=3 does not divide its 4 filters")
     _refused(tmp_path, _mlp_with([node("MaxPool", ["x"], ["p"], name="mp", kernel_shape=[2, 2], pads=[1, 1, 1, 1]),
                                   node("Flatten", ["p"], ["h"])], in_shape=(1, 8, 8), k_shape=(1, 5, 5)),
              r"mp \(MaxPool\): padded pooling")
@@ -366,7 +376,8 @@ def test_refused_quant_nodes(tmp_path):
     msg = _refused(tmp_path, _quant_mlp(scale=0.0173), r"node Quant_3 \(Quant\): scale 0\.0173 is not a power of two")
     assert "not a Q-format; requantize with a power-of-two scale" in msg
     _refused(tmp_path, _quant_mlp(zp=3.0), r"Quant_3 \(Quant\): zero point 3 is not 0")
-    _refused(tmp_path, _quant_mlp(narrow=1), r"narrow=1 .*not in this fxpsim yet")
+    narrow = import_onnx(save(_quant_mlp(narrow=1), tmp_path / "narrow.onnx")).config
+    assert str(narrow[0].fmt_x) == "UQ1.7n" and narrow[0].fmt_x.raw_max == 254  # QONNX's unsigned narrow max_int
     _refused(tmp_path, _quant_mlp(scale=np.array([2.0 ** -7, 2.0 ** -6], np.float32)), r"per-channel scales differ")
     _refused(tmp_path, _quant_mlp(rounding_mode="CEIL"), r"rounding_mode 'CEIL' has no fxpsim rounding")
     assert import_onnx(save(_quant_mlp(scale=np.full(3, 2.0 ** -7, np.float32)), tmp_path / "ok.onnx")).config

@@ -245,7 +245,10 @@ def test_cli_config_naming_sparse_equals_the_sparse_shorthand(pruned, digits, tm
         rc = main(["eval", str(pruned["digits-mlp"]), *map(str, argv), "--images", "200", "--report",
                    "--out", str(tmp_path / out)])
         assert rc == 0
-        outs.append(capsys.readouterr().out.replace(str(tmp_path / out), "OUT").splitlines()[4:])  # past "config F:"
+        lines = capsys.readouterr().out.replace(str(tmp_path / out), "OUT").splitlines()[4:]  # past "config F:"
+        # the per-layer report is named after the config file (dense.json vs sparse.json): all else equal
+        assert sum("_eval_" in ln for ln in lines) == 2
+        outs.append([ln for ln in lines if "_eval_" not in ln])
     assert outs[0] == outs[1]
     assert "sparse accuracy" in outs[0][-1] and "bit-identical to the dense integer run" in outs[0][-1]
     for suffix in (".csv", ".md"):
@@ -269,8 +272,8 @@ def test_cli_config_naming_bitserial_runs_it_and_checks_it(tmp_path, capsys, dig
         assert "(allowed: clip on the bit-serial engine" in out
 
 
-def test_cli_report_needs_a_sparse_layer(pruned, tmp_path, capsys):
+def test_cli_report_needs_an_integer_run(pruned, tmp_path, capsys):
     rc = main(["eval", str(pruned["digits-mlp"]), "--report", "--out", str(tmp_path / "r")])
     err = capsys.readouterr().err
-    assert rc == 2 and "--report writes the cycle table of the sparse layers" in err
+    assert rc == 2 and "--report writes the per-layer table of the integer simulation: add --config CFG" in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "r").exists()

@@ -14,6 +14,11 @@ Tanh           ``dx = dy (1 - y^2)``
 Sigmoid        ``dx = dy y (1 - y)``
 BatchNorm      ``dx = (gamma / (m sigma)) (m dy - sum dy - x_hat sum(dy x_hat))``
 Dropout        ``dx = dy * mask / (1 - p)`` (inverted dropout)
+GlobalAvgPool  ``dy / (H W)`` spread over each channel's map
+Clip           ``dx = dy [lo < x < hi]`` (ReLU6: clip(0, 6))
+Identity       ``dx = dy``
+Add            ``dx_j = dy`` for every input (residual)
+Concat         ``dx_j`` = the channel slice of ``dy`` input ``j`` filled
 =============  ================================================================
 
 Importing this package registers every kind below (in this order) in
@@ -28,6 +33,10 @@ from .flatten import Flatten
 from .activations import ReLU, Sigmoid, Tanh
 from .batchnorm import BatchNorm
 from .dropout import Dropout
+from .globalpool import GlobalAvgPool
+from .clip import Clip, Identity
+from .merge import Add, Concat, MergeLayer
 
-__all__ = ["DEFAULT_DTYPE", "AvgPool2D", "BatchNorm", "Conv2D", "Dense", "Dropout", "Flatten", "Layer",
-           "MaxPool2D", "ReLU", "Sigmoid", "Tanh", "as_float", "check_ndim"]
+__all__ = ["DEFAULT_DTYPE", "Add", "AvgPool2D", "BatchNorm", "Clip", "Concat", "Conv2D", "Dense", "Dropout",
+           "Flatten", "GlobalAvgPool", "Identity", "Layer", "MaxPool2D", "MergeLayer", "ReLU", "Sigmoid", "Tanh",
+           "as_float", "check_ndim"]

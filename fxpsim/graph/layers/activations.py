@@ -52,3 +52,4 @@ class Sigmoid(Layer):
     def backward(self, dout):
         y = self._cache
         return dout * y * (1 - y)
+

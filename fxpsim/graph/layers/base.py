@@ -9,6 +9,8 @@ dtype of its input (float32 when training, float64 in the gradient tests);
 optimizer may keep references to the arrays, and must update ``params`` in
 place too. A layer that draws random numbers keeps its generator in ``rng``;
 the :class:`~fxpsim.graph.network.Network` replaces it with its own stream.
+``inputs`` names the earlier layers a layer reads (None: the one before it);
+a merge layer (``merge = True``: Add, Concat) takes and returns lists.
 """
 
 from __future__ import annotations
@@ -31,12 +33,15 @@ class Layer:
 
     kind = "layer"
     _has_params = False  # constructor takes dtype
+    merge = False  # forward takes a list of inputs, backward returns a list
 
     def __init__(self) -> None:
         self.params: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
         self.buffers: dict[str, np.ndarray] = {}
         self._cache = None
+        self.inputs: tuple[int, ...] | None = None
+        """Network indices of the layers feeding this one (-1: the network input); None: the previous layer."""
 
     def _add_param(self, name: str, value: np.ndarray) -> None:
         self.params[name] = value

@@ -92,3 +92,4 @@ class AvgPool2D(_Pool2D):
             for j in range(k):
                 dx[:, :, i : i + s * (ho - 1) + 1 : s, j : j + s * (wo - 1) + 1 : s] += share
         return dx
+
