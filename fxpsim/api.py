@@ -28,7 +28,7 @@ import pandas as pd
 from .config import LayerConfig, NetworkConfig
 from .errors import FxpsimError, check
 from .interop.models import read_model
-from .modelfile import DEFAULT_MODEL, Model
+from .modelfile import DEFAULT_MODEL, Model, select_bn_set
 from .qformat import int_bits_for, parse_overflow
 from .tables import to_csv, write_text_atomic
 from .search import accumulator_search, accumulator_table
@@ -267,7 +267,9 @@ class LoadedModel:
             check(not engine_options, f"engine options {', '.join(sorted(engine_options))} need an engine: "
                                       "add engine=\"sparse\" or engine=\"bitserial\"")
         x, y = self._test(samples)
-        return SimulationResult(config, self.simulator.simulate(x, config, y, prefix_stats=prefix_stats))
+        sim = self.simulator if not self.model.bn_sets else \
+            Simulator(select_bn_set(self.model, config), seed=self.seed)  # FlexNet: the config's BatchNorm set
+        return SimulationResult(config, sim.simulate(x, config, y, prefix_stats=prefix_stats))
 
     def search(self, acc_bits: int = 16, constraint: str = "act-w", overflow="wrap",
                rounding="nearest-even", *, samples: int | None = CALIBRATION_SAMPLES,
@@ -282,7 +284,8 @@ class LoadedModel:
                                              constraint, overflow, rounding, progress=progress)
         table = accumulator_table(choices, [st for _, _, st in ev.stage_outputs(config)])
         config = config.for_model(model_record(self.path, self.model))  # as `fxpsim search` records it
-        return SearchResult(config, table, self.simulate(config, test_samples))
+        x, y = self._test(test_samples)  # the network searched (a FlexNet file: the BatchNorm set it holds)
+        return SearchResult(config, table, SimulationResult(config, self.simulator.simulate(x, config, y)))
 
     def _test(self, samples: int | None):
         data = self.data

@@ -13,6 +13,10 @@ entry                  content
                        test_accuracy, train_seconds, ...)
 ``state/<key>``        each array of :meth:`Network.state_dict` (``state/3.W``)
 ``preprocess/<name>``  the preprocessing arrays (``mean``, ``std``)
+``bnset/<key>/<k>``    optional: FlexNet's BatchNorm sets, one per trained width
+                       (``bnset/w4a4/1.gamma``: every BatchNorm layer's ``gamma``,
+                       ``beta``, ``running_mean``, ``running_var`` for W-bit weights
+                       and A-bit activations; :func:`select_bn_set`)
 =====================  ===========================================================
 
 Written durably and atomically (:mod:`fxpsim.durable`): a temporary file in
@@ -67,11 +71,89 @@ DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "digits-cnn.npz
 
 @dataclass
 class Model:
-    """A trained network with the preprocessing of its inputs and how it was trained."""
+    """A trained network with the preprocessing of its inputs and how it was trained.
+
+    ``bn_sets``: FlexNet's BatchNorm sets (lecture notes, FlexNet: one BatchNorm per bit width), width key
+    (:func:`bn_set_key`, ``"w4a4"``) -> BatchNorm state (``"<i>.gamma"`` ... as in ``state_dict``); the
+    network holds one of them; :func:`select_bn_set` swaps in the one a config's widths name."""
 
     network: Network
     preprocess: Preprocess
     metadata: dict = field(default_factory=dict)
+    bn_sets: dict = field(default_factory=dict)
+
+
+_BN_KEYS = ("gamma", "beta", "running_mean", "running_var")
+_BN_SET_NAME = re.compile(r"bnset/(w\d{1,2}a\d{1,2})/(\d{1,6})\.(gamma|beta|running_mean|running_var)")
+MAX_BN_SETS = 16
+"""Most BatchNorm sets (trained widths) a model file may hold."""
+
+
+def bn_set_key(weight_bits: int, act_bits: int) -> str:
+    """The name of the BatchNorm set for ``weight_bits``-bit weights and ``act_bits``-bit activations: ``w4a4``."""
+    return f"w{int(weight_bits)}a{int(act_bits)}"
+
+
+def bn_state_keys(network: Network) -> list[str]:
+    """The ``state_dict`` keys of ``network``'s BatchNorm layers (``"1.gamma"``, ...), in network order."""
+    return [f"{i}.{k}" for i, layer in enumerate(network.layers) if layer.kind == "batchnorm" for k in _BN_KEYS]
+
+
+def config_widths(config) -> tuple[set[int], set[int]]:
+    """``(weight widths, activation widths)`` of a :class:`~fxpsim.config.NetworkConfig`: every layer's
+    ``fmt_w`` width and every ``fmt_x`` / ``fmt_y`` width."""
+    return ({c.fmt_w.width for c in config}, {f.width for c in config for f in (c.fmt_x, c.fmt_y)})
+
+
+def select_bn_set(model: Model, config) -> Model:
+    """``model`` with the BatchNorm set of ``config``'s widths (a copy; ``model`` itself when it holds no
+    BatchNorm sets): the config must be uniform, W-bit weights and A-bit activations in every layer, and
+    ``w<W>a<A>`` one of the file's sets (a one-line error names the widths it has)."""
+    if not model.bn_sets:
+        return model
+    w, a = config_widths(config)
+    have = ", ".join(sorted(model.bn_sets, key=lambda k: [-int(t) for t in re.findall(r"\d+", k)]))
+    if len(w) != 1 or len(a) != 1:
+        raise FxpsimError(f"the config has weight widths {sorted(w)} and activation widths {sorted(a)} bits: this "
+                          f"FlexNet model holds one BatchNorm set per uniform width ({have}); give a config with "
+                          "one weight and one activation width in every layer")
+    key = bn_set_key(next(iter(w)), next(iter(a)))
+    if key not in model.bn_sets:
+        raise FxpsimError(f"the config's widths {key} (weights {next(iter(w))}, activations {next(iter(a))} bits) "
+                          f"match no BatchNorm set of this FlexNet model: it holds {have}; give a config of one "
+                          "of those widths")
+    network = Network.from_config(model.network.to_config())
+    state = dict(model.network.state_dict())
+    state.update(model.bn_sets[key])
+    network.load_state_dict(state)
+    return Model(network, model.preprocess, model.metadata, model.bn_sets)
+
+
+def _check_bn_sets(model: Model) -> dict[str, np.ndarray]:
+    """The ``bnset/...`` members of ``model.bn_sets``, each set exactly the network's BatchNorm state."""
+    sets = model.bn_sets or {}
+    if not sets:
+        return {}
+    keys = bn_state_keys(model.network)
+    if not keys:
+        raise FxpsimError("the model has BatchNorm sets but its network has no BatchNorm layer: drop bn_sets")
+    if len(sets) > MAX_BN_SETS:
+        raise FxpsimError(f"the model has {len(sets)} BatchNorm sets, more than {MAX_BN_SETS}: keep fewer widths")
+    state = model.network.state_dict()
+    out = {}
+    for name, bn in sets.items():
+        if not (isinstance(name, str) and re.fullmatch(r"w\d{1,2}a\d{1,2}", name)):
+            raise FxpsimError(f"BatchNorm set name {_short(name)} is not w<W>a<A> (bn_set_key(4, 4) = 'w4a4')")
+        if sorted(bn) != sorted(keys):
+            raise FxpsimError(f"BatchNorm set {name} has the keys {sorted(bn)}: the network's BatchNorm state is "
+                              f"{keys}")
+        for k in keys:
+            arr = np.asarray(bn[k])
+            if arr.shape != state[k].shape or arr.dtype.kind != "f":
+                raise FxpsimError(f"BatchNorm set {name} entry {k} is {arr.dtype} {arr.shape}: the network's is "
+                                  f"{state[k].dtype} {state[k].shape}")
+            out[f"bnset/{name}/{k}"] = arr
+    return out
 
 
 def save_model(path: str | os.PathLike, model: Model) -> Path:
@@ -93,6 +175,7 @@ def save_model(path: str | os.PathLike, model: Model) -> Path:
     arrays.update({f"state/{k}": v for k, v in state.items()})
     arrays.update({f"packed/{k}": v for k, v in packed.items()})
     arrays.update({f"preprocess/{k}": v for k, v in model.preprocess.arrays().items()})
+    arrays.update(_check_bn_sets(model))
     for key, value in arrays.items():
         if value.dtype == object:
             raise FxpsimError(f"model entry {key!r} is an object array: only numeric arrays are saved")
@@ -139,7 +222,8 @@ MAX_LAYERS = 1024
 MAX_DIM = 2**31 - 1
 """Largest size field (channels, features, kernel, stride, padding, input dimension)."""
 MAX_MEMBERS = 3 + 4 * MAX_LAYERS
-"""Most members of a model archive: the header, mean, std and at most four arrays a layer."""
+"""Most members of a model archive: the header, mean, std and at most four arrays a layer (FlexNet's
+BatchNorm sets, four arrays a BatchNorm layer each, count within it)."""
 DEFAULT_MAX_MODEL_BYTES = 2 << 30
 """Memory budget of one model (parameters, their gradients and buffers as float32): 2 GiB."""
 MAX_MODEL_BYTES_ENV = "FXPSIM_MAX_MODEL_BYTES"
@@ -447,10 +531,10 @@ def _read_model(npz: NpzArchive, budget: int) -> Model:
     if _META_KEY not in names:
         raise FxpsimError(f"an .npz archive without the {_META_KEY!r} entry (a foreign archive)")
     junk = sorted(n for n in names - {_META_KEY, *_PREPROCESS_NAMES}
-                  if not (_STATE_NAME.fullmatch(n) or PACKED_NAME.fullmatch(n)))
+                  if not (_STATE_NAME.fullmatch(n) or PACKED_NAME.fullmatch(n) or _BN_SET_NAME.fullmatch(n)))
     if junk:
         raise FxpsimError(f"it holds the unknown entry {_short(junk[0])}: a model holds {_META_KEY}, "
-                          "state/<layer>.<name> and preprocess/mean|std only")
+                          "state/<layer>.<name>, preprocess/mean|std and bnset/w<W>a<A>/<layer>.<name> only")
     declared = npz.declared_bytes()
     if declared > budget + MAX_HEADER_BYTES + len(names) * NPY_HEADER_LIMIT:
         raise FxpsimError(f"its members declare {_bytes_text(declared)} uncompressed, more than the "
@@ -473,6 +557,9 @@ def _read_model(npz: NpzArchive, budget: int) -> Model:
     for name in packed:
         wanted.pop("state/" + name[len("packed/"):], None)
     wanted.update(_preprocess_shapes(arch["input_shape"]))
+    bn_sets = _bn_set_layout(arch["layers"], state_shapes, names)
+    for key, shapes in bn_sets.items():
+        wanted.update({f"bnset/{key}/{k}": (s,) for k, s in shapes.items()})
     expected = set(wanted) | set(packed)
     missing, extra = sorted(expected - names), sorted(names - expected - {_META_KEY})
     if missing or extra:
@@ -507,7 +594,24 @@ def _read_model(npz: NpzArchive, budget: int) -> Model:
     network.load_state_dict({k[len("state/"):]: v for k, v in arrays.items() if k.startswith("state/")})
     preprocess = Preprocess.from_arrays(header["preprocess"], {k[len("preprocess/"):]: arrays[k]
                                                                for k in _PREPROCESS_NAMES})
-    return Model(network, preprocess, metadata)
+    sets = {key: {k: arrays[f"bnset/{key}/{k}"].astype(network.state_dict()[k].dtype) for k in shapes}
+            for key, shapes in bn_sets.items()}
+    return Model(network, preprocess, metadata, sets)
+
+
+def _bn_set_layout(layers: list, state_shapes: dict, names) -> dict[str, dict[str, tuple[int, ...]]]:
+    """The BatchNorm sets an archive holds (a member ``bnset/<key>/...`` present): ``{key: {state key:
+    shape}}``, each set the architecture's whole BatchNorm state (checked with the other members)."""
+    keys = sorted({m.group(1) for m in map(_BN_SET_NAME.fullmatch, names) if m})
+    if not keys:
+        return {}
+    bn = {k: s for k, s in state_shapes.items()
+          if layers[int(k.split(".")[0])].get("kind") == "batchnorm"}
+    if not bn:
+        raise FxpsimError(f"it holds the BatchNorm set {keys[0]} but its architecture has no BatchNorm layer")
+    if len(keys) > MAX_BN_SETS:
+        raise FxpsimError(f"it holds {len(keys)} BatchNorm sets, more than {MAX_BN_SETS} (a forged archive)")
+    return {key: bn for key in keys}
 
 
 def load_model(path: str | os.PathLike, *, max_bytes: int | None = None) -> Model:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from .errors import FxpsimError, check
 
-__all__ = ["EvalSetup", "Parallel", "SERIAL", "WORKER_ENV", "close", "evaluator_of"]
+__all__ = ["EvalSetup", "Parallel", "SERIAL", "WORKER_ENV", "close", "evaluator_of", "one_thread"]
 
 WORKER_ENV = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
               "MKL_NUM_THREADS": "1"}
@@ -42,6 +42,16 @@ def _worker_env():
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def one_thread():
+    """Numba kernels on one thread here, as in a worker (:data:`WORKER_ENV`), while the context
+    lasts: a search's calls are small, and on a busy 2-core machine each kernel that woke a second
+    thread waited for it (the digits CNN's acc table: 3.4x the CPU time, docs/PERFORMANCE.md).
+    The bits do not change."""
+    from .datapath.core import threads_for
+
+    return threads_for(0)  # no work: below its threshold, so one thread
 
 
 _SHARED: dict = {}

@@ -138,6 +138,10 @@ GLOSSARY: tuple[tuple[tuple[str, ...], str], ...] = (
     (("n_train",), "training images"),
     (("trained_params",), "parameters the optimizer updates"),
     (("frozen",), "layers left out of the optimizer (the gradient still flows through them)"),
+    (("formats",), "per layer its name, weight and input format fmt_w*fmt_x (Qi.f), then out and the last "
+                   "layer's output format"),
+    (("vs_alone_pts",), "integer accuracy minus the network fine-tuned at that width alone, percentage points"),
+    (("within_1pt",), "FlexNet at most 1 point below the alone-trained network (issue 19's target)"),
 )
 """Legend entries: the columns a newcomer cannot guess, and one short explanation each."""
 

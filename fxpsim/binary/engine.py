@@ -12,7 +12,9 @@ The dot: when the stage reads the ±1 outputs of a previous Sign
 :func:`xnor_conv2d`, exact zero padding); otherwise (the first layer, on raw
 integers of ``fmt_x``) by bit planes (:func:`bitplane_dense`/:func:`bitplane_conv2d`).
 The dots are held in a ``acc_bits``-bit register that wraps (``overflow``
-``wrap``; ``ideal``: never). Hidden outputs are ±1 in ``fmt_y`` (raw
+``wrap``; ``ideal``: never), once per dot: a popcount sums words, not a chain
+of products, so ``overflow_count`` = ``outputs_affected`` = the dots whose exact
+value the register cannot hold. Hidden outputs are ±1 in ``fmt_y`` (raw
 ``±2**FL_y``), the output layer's are raw ints of ``fmt_y``.
 :mod:`fxpsim.datapath.xnor_reference` is the Python-int twin.
 """

@@ -38,8 +38,9 @@ _COMMANDS = (
 
 DESCRIPTION = """\
 Bit-accurate fixed-point inference of neural networks: Q-formats, accumulators that wrap or clip,
-and the dense, sparse (EIE) and bit-serial (Stripes) engines. MODEL defaults to the shipped digits
-CNN (models/digits-cnn.npz); every command prints a table and writes CSV/Markdown under reports/.
+the dense, sparse (EIE), bit-serial (Stripes) and XNOR (BNN) engines, ONNX/QONNX in and out, golden
+vectors for RTL. MODEL defaults to the shipped digits CNN (models/digits-cnn.npz); every command
+prints a table and writes CSV/Markdown under reports/.
 
 common commands:
   fxpsim eval [MODEL] [--config CFG]       float and fixed-point accuracy, per-layer overflow table

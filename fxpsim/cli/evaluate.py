@@ -21,6 +21,7 @@ from ..binary.stages import bnn_config, is_binary_stage
 from ..config import NetworkConfig
 from ..datapath.engines import BitSerialCycles
 from ..errors import check
+from ..modelfile import select_bn_set
 from ..tables import format_table, write_table
 from ..simulate import Simulator, config_from_profile, profile
 from ..sparse.netsim import cycle_stats, sparse_config, sparse_stages
@@ -76,6 +77,8 @@ def run(args) -> int:
     if args.report:
         check_out_dir(args.out)
     path, model, data = load_model_and_data(args, config)  # a config for another model fails before the data
+    if config is not None:  # a FlexNet model file: the BatchNorm set of the config's widths
+        model = select_bn_set(model, config)
     sim = Simulator(model, seed=args.seed)
     if config is not None:
         sim.check_config(config, prefix_stats=args.prefix_stats)

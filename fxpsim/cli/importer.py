@@ -12,8 +12,8 @@ from .common import real
 
 def add_parser(sub) -> None:
     p = sub.add_parser("import", help="read an ONNX or QONNX model into an fxpsim model file (and its config)")
-    p.add_argument("model", help="the .onnx file: float ONNX (opset >= 13, a chain of layers) or QONNX "
-                                 "(Quant nodes with power-of-two scales)")
+    p.add_argument("model", help="the .onnx file: float ONNX (opset >= 13; chains and DAGs: Add, Concat) or "
+                                 "QONNX/QCDQ (a chain; Quant nodes with power-of-two scales)")
     p.add_argument("--out", required=True,
                    help="model file to write (.npz); a QONNX graph's formats go beside it as <stem>_config.json")
     p.add_argument("--dataset", default=None,

@@ -29,7 +29,7 @@ import pandas as pd
 from ..constraints import MAX_OPERAND_BITS, solution_space
 from ..errors import check
 from ..modelfile import Model
-from ..parallel import SERIAL, Parallel
+from ..parallel import SERIAL, Parallel, one_thread
 from ..search import (acc_bits_sweep, accumulator_search, layer_ranges, overflow_case_study,
                       required_accumulator_table)
 from ..search.accumulator import sweep_points
@@ -104,7 +104,13 @@ def run_acc_table(study: AccTableStudy, model: Model, calibration, parallel: Par
     required table, solution space, sweep, case study; the sweep's points run on
     ``parallel`` (the same tables for any). ``say(line)``, if given, hears how many
     evaluations the sweep makes and, after :data:`ETA_AFTER` points, how long it will take.
+    This process runs its kernels on one thread (:func:`~fxpsim.parallel.one_thread`).
     """
+    with one_thread():
+        return _run(study, model, calibration, parallel, say)
+
+
+def _run(study: AccTableStudy, model: Model, calibration, parallel: Parallel, say) -> AccTableReport:
     import time
 
     x_cal, y_cal = calibration
@@ -159,5 +165,6 @@ def sweep_grid(sweep: pd.DataFrame) -> pd.DataFrame:
 def terminal_tables(report: AccTableReport) -> tuple[tuple[str, pd.DataFrame], ...]:
     """``(title, table)`` of what ``search --acc-table`` prints: flat columns, no NaN cells."""
     return (("Required accumulator range (IL_acc, sign excluded)", report.required),
-            ("Normalized accuracy vs BW_acc (constraint/overflow)", sweep_grid(report.sweep)),
+            ("Normalized accuracy vs BW_acc (constraint/overflow; blank: no formats meet the constraint "
+             "at that BW_acc)", sweep_grid(report.sweep)),
             (report.case_title, report.case))

@@ -155,7 +155,7 @@ TWN_CONV = "conv16x5-bn-relu-maxpool2-conv32x5-bn-relu-maxpool2-fc256-bn-relu-fc
 BINARY_FILES = ("binary_mnist.csv", "binary_mnist.md")
 
 ENTRIES: tuple[Entry, ...] = (
-    # QUICK: the shipped digits models (README "Usage"), ~5 min in all
+    # QUICK: the shipped digits models (README "Usage"), ~20 s in all (2 cores, AMD EPYC, warm Numba cache)
     Entry("digits-cnn-acc16", ("search", "--acc-bits", "16", "--all", *QUIET), _acc16_all("digits-cnn"), 0.5,
           quick=True),
     Entry("digits-cnn-tolerance", ("search", "models/digits-cnn.npz", "--tolerance", "0.01", *QUIET),
@@ -166,8 +166,9 @@ ENTRIES: tuple[Entry, ...] = (
           _files("digits-resnet_acc16_act-w_wrap", ".csv", ".md", "_config.json"), 0.3, quick=True,
           note="the residual (DAG) digits model: de Bruin's search through its Add"),
     Entry("digits-cnn-acc-table", ("search", "models/digits-cnn.npz", "--acc-table", *QUIET),
-          _acc_table("digits-cnn"), 4.0, quick=True,
-          note="acc_bits_sweep dominates: 130 s on a quiet machine, 250 s under load"),
+          _acc_table("digits-cnn"), 0.3, quick=True,
+          note="16 s on a near-quiet machine, 72 s under load 8 (was 130-250 s before the Evaluator kept "
+               "accumulators across output formats)"),
     # FULL: MNIST. de Bruin / Judd / Stripes on the shipped LeNet-5
     Entry("lenet5-acc16", ("search", "models/lenet5-mnist.npz", "--acc-bits", "16", "--all", *MNIST, *QUIET),
           _acc16_all("lenet5-mnist"), 3.0, note="README's line has no --all; the committed set is --all's"),
@@ -257,6 +258,12 @@ OTHER_ENTRIES: tuple[Entry, ...] = (
     Entry("transfer", ("--quiet",), ("transfer.csv", "transfer.md"), 5.0, runner="fxpsim.experiments.transfer",
           note="digits and the shipped LeNet-5/MNIST trunk (no MNIST files needed), but 11 float32 trainings: "
                "FULL, not --quick"),
+    Entry("digits-cnn-bn-flexnet", ("--model-out", "{models}/digits-cnn-bn-flexnet.npz", "--quiet"),
+          _files("digits-cnn-bn_flexnet", ".csv", ".md") + tuple(f"digits-cnn-bn_flexnet_w{b}_config.json"
+                                                                  for b in (8, 6, 4, 3)),
+          1.5, runner="fxpsim.experiments.flexnet",
+          note="digits, but a float training and 14 float32 fine-tunings (FlexNet 8->6->4->3 bits, one BatchNorm "
+               "set per width, and the networks trained at one width alone): FULL, not --quick"),
 )
 """Reports written by a module other than ``fxpsim``'s CLI; run with the FULL part."""
 
@@ -390,7 +397,7 @@ def listing(quick: bool = False) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m fxpsim.experiments.reproduce", description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="only the digits entries (no MNIST; ~5 min)")
+    p.add_argument("--quick", action="store_true", help="only the digits entries (no MNIST; ~20 s)")
     p.add_argument("--data-dir", default=None, help="folder with the MNIST IDX files (default $FXPSIM_DATA); "
                                                    "without it the FULL entries are skipped")
     p.add_argument("--out", default=str(REFERENCE_DIR), help=f"report folder (default {REFERENCE_DIR})")

@@ -48,7 +48,9 @@ QONNX's executor computes, ``acc_bits`` :data:`~fxpsim.qformat.MAX_WIDTH` (the s
 real ones). Biases stay float in the model: the simulator quantizes them into the accumulator
 format (FL_acc = FL_w + FL_x), exactly when the bias is on that grid (Brevitas'
 ``Int32Bias`` is); a bias off the grid is rounded there and named in :attr:`OnnxImport.notes`.
-Refused, naming the node: a Quant whose value fxpsim cannot reproduce where it stands (after
+Refused, naming the node: ``Trunc`` and ``BipolarQuant`` (with the Quant-based form that does
+import, or the binary path, as the fix), a quantized DAG (float DAGs import), a Quant whose
+value fxpsim cannot reproduce where it stands (after
 a BatchNorm folded into quantized weights; tanh, sigmoid or average pooling before the first
 Quant of a layer's output, or between two Quants of different formats; no Quant between two
 layers or on the input; one layer rounding two ways).
@@ -83,7 +85,9 @@ SUPPORTED_OPS = ("Conv", "Gemm", "MatMul", "Add", "Concat", "BatchNormalization"
 """The ops of a chain :func:`import_onnx` maps (see the module docstring)."""
 
 _LATER = {
-    "Trunc": "QONNX Trunc (after average pooling) is not in this fxpsim yet",
+    "Trunc": "QONNX Trunc (Brevitas' TruncAvgPool2d: a sum pool truncated to fewer bits) is not imported: "
+             "export a plain AveragePool with a Quant after it (Brevitas: nn.AvgPool2d then QuantIdentity), "
+             "which imports as fxpsim's average pooling in fmt_y",
     "BipolarQuant": "BipolarQuant (binary layers) is not imported: binary networks run with `fxpsim binary`",
 }
 _ELEMENTWISE = ("Relu", "Clip", "Sigmoid", "Tanh", "Identity", "Dropout", "Quant")

@@ -147,7 +147,8 @@ def qonnx_model(model, config: NetworkConfig, qcdq: bool = False):
             y = g.node("Gemm", [x, w, b], stage.name, transB=1)
         else:
             p, k = stage.padding, stage.kernel_size
-            y = g.node("Conv", [x, w, b], stage.name, kernel_shape=[k, k], strides=[stage.stride] * 2, pads=[p] * 4)
+            y = g.node("Conv", [x, w, b], stage.name, kernel_shape=[k, k], strides=[stage.stride] * 2, pads=[p] * 4,
+                       dilations=[1, 1], group=1)  # explicit: qonnx's channels-last Conv requires them
         y = g.quant(y, cfg.fmt_y, cfg.rounding, f"q_{stage.name}_y", where)
         if stage.relu:
             y = g.node("Relu", [y], f"{stage.name}_relu")
@@ -162,7 +163,8 @@ def qonnx_model(model, config: NetworkConfig, qcdq: bool = False):
     g.nodes.append(helper.make_node("Identity", [x], ["y"], name="output"))
     shape = ["N", *model.network.input_shape]
     graph = helper.make_graph(g.nodes, "fxpsim", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], g.inits)
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", *model.network.output_shape])],
+                              g.inits)
     opsets = [helper.make_opsetid("", 13)] + ([] if qcdq else [helper.make_opsetid(_QONNX, 1)])
     out = helper.make_model(graph, opset_imports=opsets, producer_name="fxpsim")
     out.ir_version = 8  # what onnxruntime reads (onnx 1.23 writes 14)
@@ -182,7 +184,8 @@ def _post(g: _Graph, x: str, layer) -> str:
     if op is None:
         return x
     if op in ("MaxPool", "AveragePool"):
-        return g.node(op, [x], layer.kind, kernel_shape=[layer.size] * 2, strides=[layer.stride] * 2)
+        return g.node(op, [x], layer.kind, kernel_shape=[layer.size] * 2, strides=[layer.stride] * 2,
+                      pads=[0] * 4)  # explicit: qonnx's channels-last pooling requires them
     return g.node(op, [x], layer.kind, **({"axis": 1} if op == "Flatten" else {}))
 
 

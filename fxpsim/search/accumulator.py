@@ -9,6 +9,7 @@ and the wrap/clip case study are the paper's Tables and Figures 6-8.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import pandas as pd
@@ -18,6 +19,7 @@ from ..constraints import (CONSTRAINTS, MAX_OPERAND_BITS, Candidate, LayerRanges
                            min_acc_bits, worst_case_acc)
 from ..errors import FxpsimError
 from ..parallel import SERIAL, EvalSetup, Parallel, evaluator_of
+from ..progress import progress_bar
 from ..qformat import MAX_WIDTH, QFormat
 from ..tables import new_figure
 from ..simulate import Evaluator, LayerProfile
@@ -59,6 +61,21 @@ def check_acc_bits(constraint: str, ranges: list[LayerRanges], acc_bits: int,
     return out
 
 
+_CANDIDATES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+"""Per Evaluator: :func:`check_acc_bits` of each (profile, constraint, BW_acc, max_bits, shift) it
+was asked for (the acc table asks for each point twice: to count it, then to search it)."""
+
+
+def _candidates_of(ev: Evaluator, prof: list[LayerProfile], constraint: str, acc_bits: int,
+                   max_bits: int = MAX_OPERAND_BITS, product_shift: int = 0) -> list[list[Candidate]]:
+    """:func:`check_acc_bits` on ``ev``'s stages and ``prof``, computed once per evaluator."""
+    memo = _CANDIDATES.setdefault(ev, {})
+    key = (id(prof), constraint, acc_bits, max_bits, product_shift)
+    if key not in memo:  # the profile is kept with its answer, so its id is not reused meanwhile
+        memo[key] = (prof, check_acc_bits(constraint, layer_ranges(ev, prof), acc_bits, max_bits, product_shift))
+    return memo[key][1]
+
+
 def accumulator_search(ev: Evaluator, prof: list[LayerProfile], acc_bits: int, constraint: str = "act-w",
                        overflow="wrap", rounding="nearest-even", max_bits: int = MAX_OPERAND_BITS,
                        progress: bool = False, parallel: Parallel = SERIAL,
@@ -75,15 +92,13 @@ def accumulator_search(ev: Evaluator, prof: list[LayerProfile], acc_bits: int, c
     (hls4ml's narrow accum_t: < 0), in the candidates' bounds and in the configs tried.
     """
     ranges = layer_ranges(ev, prof)
-    all_cands = check_acc_bits(constraint, ranges, acc_bits, max_bits, product_shift)
+    all_cands = _candidates_of(ev, prof, constraint, acc_bits, max_bits, product_shift)
     config = wide_config(prof, rounding=rounding)
     choices = []
     bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=sum(map(len, all_cands)), desc=f"search {constraint} {overflow} BW_acc={acc_bits}",
-                   unit="cand", leave=False)
+    if progress:  # drawn only when standard error is a terminal (fxpsim.progress)
+        bar = progress_bar(sum(map(len, all_cands)), f"search {constraint} {overflow} BW_acc={acc_bits}",
+                           unit="cand", leave=False)
     setup = None if parallel.serial else EvalSetup.of(ev, prof)
     for i, cands in enumerate(all_cands):
         trials = []
@@ -186,20 +201,24 @@ def acc_bits_sweep(ev: Evaluator, prof: list[LayerProfile], bits=range(8, 33, 2)
     """Normalized accuracy vs BW_acc for each constraint x overflow mode (the search at each width).
 
     Rows run constraint -> overflow -> BW_acc; widths without a solution have no accuracy (empty
-    cells). Each (constraint, overflow, BW_acc) point is one task of ``parallel``
-    (:func:`acc_sweep_point`); ``on_point(done, total)`` is called as points finish (serial runs).
+    cells). The points run by BW_acc, a (BW_acc, constraint) pair's overflow modes together, one
+    task of ``parallel`` (:func:`_point_groups`, :func:`acc_sweep_point`); ``on_point(done, total)``
+    is called as points finish (serial runs).
     """
     points, feasible = sweep_points(ev, prof, bits, constraints, overflows)
+    groups = _point_groups(feasible)
     if parallel.serial:
-        accs = []
-        for n, p in enumerate(feasible):
-            accs.append(acc_sweep_point(ev, prof, p, progress))
-            if on_point is not None:
-                on_point(n + 1, len(feasible))
+        got, done = {}, 0
+        for group in groups:
+            for p in group:
+                got[p] = acc_sweep_point(ev, prof, p, progress)
+                done += 1
+                if on_point is not None:
+                    on_point(done, len(feasible))
     else:
-        accs = parallel.map(_sweep_task, list(feasible), EvalSetup.of(ev, prof))
+        accs = parallel.map(_sweep_task, groups, EvalSetup.of(ev, prof))
+        got = {p: a for group, part in zip(groups, accs) for p, a in zip(group, part)}
         ev.evaluations += sum(feasible.values())
-    got = dict(zip(feasible, accs))
     rows = []
     for p in points:
         acc = got.get(p)
@@ -212,12 +231,11 @@ def sweep_points(ev: Evaluator, prof: list[LayerProfile], bits=range(8, 33, 2), 
                  overflows=("wrap", "clip")) -> tuple[list, dict]:
     """Every ``(constraint, overflow, BW_acc)`` point of :func:`acc_bits_sweep`, and the feasible ones
     with the evaluations each makes (its candidates, plus one accuracy)."""
-    ranges = layer_ranges(ev, prof)
     points = [(constraint, mode, int(b)) for constraint in constraints for mode in overflows for b in bits]
     feasible = {}
     for p in points:
         try:
-            feasible[p] = sum(map(len, check_acc_bits(p[0], ranges, p[2]))) + 1
+            feasible[p] = sum(map(len, _candidates_of(ev, prof, p[0], p[2]))) + 1
         except FxpsimError:
             pass
     return points, feasible
@@ -230,8 +248,21 @@ def acc_sweep_point(ev: Evaluator, prof: list[LayerProfile], point, progress: bo
     return ev.accuracy(config)
 
 
-def _sweep_task(setup: EvalSetup, point) -> float:
-    return acc_sweep_point(evaluator_of(setup), setup.prof, point)
+def _point_groups(feasible) -> list[tuple]:
+    """The feasible points in the order they run: by BW_acc, then constraint, each point's two
+    overflow modes together (one task of a parallel sweep). Neighbours share most of the configs
+    they try (the same formats; a stage without overflow is the same in either mode), which the
+    Evaluator's cache then serves; the table keeps its own row order."""
+    groups: dict = {}
+    for p in sorted(feasible, key=lambda p: p[2]):  # stable: constraints, then modes, in their order
+        groups.setdefault((p[2], p[0]), []).append(p)
+    return [tuple(g) for g in groups.values()]
+
+
+def _sweep_task(setup: EvalSetup, points) -> list[float]:
+    """A worker's accuracies of a group of points (:func:`_point_groups`), on its own Evaluator."""
+    ev = evaluator_of(setup)
+    return [acc_sweep_point(ev, setup.prof, p) for p in points]
 
 
 def plot_acc_sweep(df: pd.DataFrame, title: str):

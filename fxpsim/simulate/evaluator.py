@@ -8,14 +8,26 @@ the frozen configs themselves (never on a hand-picked subset of fields).
 
 from __future__ import annotations
 
+from dataclasses import fields, replace
+
 import numpy as np
 
 from ..config import LayerConfig, NetworkConfig
-from ..datapath.core import check_prefix_flag
-from ..qformat import dequantize
+from ..datapath import dense as dense_kernels
+from ..datapath.core import check_prefix_flag, requantize
+from ..qformat import Overflow, convert, dequantize, quantize
+from .post import post_int
 from .simulator import Simulator
 
 __all__ = ["Evaluator"]
+
+_OTHER_MODE = {Overflow.WRAP: Overflow.CLIP, Overflow.CLIP: Overflow.WRAP}
+
+
+def _acc_key(cfg: LayerConfig) -> tuple:
+    """Every field of ``cfg`` but ``fmt_y``: what a dense stage's accumulators depend on (the
+    output format enters only the requantization after them, DESIGN.md)."""
+    return tuple(getattr(cfg, f.name) for f in fields(cfg) if f.name != "fmt_y")
 
 
 class Evaluator:
@@ -27,6 +39,15 @@ class Evaluator:
     cache serves returns the stats of the run that filled it, the engine's
     ``extras`` (cycles) inside: per calibration set, counted once.
     ``prefix_stats=True`` gives every stage's stats its exact ``max_abs_prefix``.
+
+    On a chain whose stages run the dense engine two more reuses hold exactly
+    (DESIGN.md): a stage's accumulators do not depend on its ``fmt_y``, so a
+    search that moves the next layer's data format (and with it this one's
+    output format) requantizes the kept accumulators instead of re-running the
+    kernel; and a stage whose run in one overflow mode had no overflow (no
+    addition left the BW_acc range, exact products, no adder tree) gives the
+    same accumulators, outputs and stats in the other mode, which then reuses it.
+    Cache keys are the previous stage's key and the stage's frozen config.
     """
 
     def __init__(self, sim: Simulator, x, y, prepared: bool = False, cache_mb: float = 512,
@@ -41,7 +62,11 @@ class Evaluator:
         self._params: dict = {}
         self.cache_bytes = int(cache_mb * 2**20)
         self._cached_bytes = 0
+        self._sizes: dict = {}
         self.evaluations = 0
+        # the stage-by-stage path: a chain on the Simulator's own step (a subclass may only pin engines)
+        self._chain = (not sim.is_dag and type(sim).step is Simulator.step
+                       and type(sim).run_stage is Simulator.run_stage)
 
     def _params_for(self, i: int, cfg: LayerConfig):
         """Stage ``i``'s weights as its engine stores them and its bias, cached on the whole frozen
@@ -51,23 +76,78 @@ class Evaluator:
             self._params[key] = self.sim.stage_params(i, cfg)
         return self._params[key]
 
+    def _keep(self, key, value, size: int) -> None:
+        """``value`` (``size`` bytes) into the cache, the oldest entries leaving to make room."""
+        while self._cache and self._cached_bytes + size > self.cache_bytes:
+            old = next(iter(self._cache))
+            del self._cache[old]
+            self._cached_bytes -= self._sizes.pop(old)
+        self._cache[key] = value
+        self._sizes[key] = size
+        self._cached_bytes += size
+
     def stage_outputs(self, config: NetworkConfig, upto: int | None = None):
         """Per stage up to ``upto``: (kernel output raw, stage output raw, stats) (:meth:`Simulator.step`)."""
         upto = len(config) if upto is None else upto
+        if self._chain:
+            return [hit[1:4] for hit in self._chain_outputs(config, upto)]
         outs = []
         for i in range(upto):
             key = tuple(config.layers[: i + 1])
             hit = self._cache.get(key)
             if hit is None:  # a stage reads only earlier stages (outs), so the prefix key covers it
                 hit = self.sim.step(i, config, self.x, outs, self._params_for(i, config[i]), self.prefix_stats)
-                size = hit[0].nbytes + hit[1].nbytes
-                while self._cache and self._cached_bytes + size > self.cache_bytes:  # oldest first
-                    old = self._cache.pop(next(iter(self._cache)))
-                    self._cached_bytes -= old[0].nbytes + old[1].nbytes
-                self._cache[key] = hit
-                self._cached_bytes += size
+                self._keep(key, hit, hit[0].nbytes + hit[1].nbytes)
             outs.append(hit)
         return [hit[:3] for hit in outs]  # a DAG stage's node values stay in the cache
+
+    def _chain_outputs(self, config: NetworkConfig, upto: int) -> list:
+        """Per stage ``(key, kernel_y, stage_out, stats, ...)``; a stage's key is the previous
+        stage's key and its config (a stage reads only the previous stage's output)."""
+        hits, prev = [], None
+        for i in range(upto):
+            cfg = config[i]
+            key = (prev, cfg)
+            hit = self._cache.get(key)
+            if hit is None:
+                hit = self._stage(i, config, prev, hits)
+            hits.append(hit)
+            prev = hit[0]
+        return hits
+
+    def _stage(self, i: int, config: NetworkConfig, prev, hits) -> tuple:
+        """Stage ``i`` not in the cache under its own key: served by its other overflow mode or its
+        kept accumulators where they give the same bits, else run (and kept)."""
+        sim, cfg = self.sim, config[i]
+        run_cfg = sim.stage_config(i, cfg)
+        dense = run_cfg.engine == "dense" and sim.backend is dense_kernels
+        if dense and cfg.overflow in _OTHER_MODE and cfg.product == "exact" and cfg.order != "tree":
+            twin = self._cache.get((prev, replace(cfg, overflow=_OTHER_MODE[cfg.overflow])))
+            if twin is not None and twin[3].overflow_count == 0:
+                return twin  # no addition overflowed: the same run, whatever the mode
+        stage = sim.stages[i]
+        acc_key = ("acc", prev, _acc_key(run_cfg))
+        kept = self._cache.get(acc_key) if dense else None
+        if kept is not None:
+            acc, stats = kept
+            y = requantize(acc, run_cfg, "relu" if stage.relu else "none", sim.seed)
+        else:
+            if i == 0:
+                h = quantize(self.x, cfg.fmt_x, cfg.rounding, "clip", sim.seed)
+            else:
+                h = convert(hits[i - 1][2], config[i - 1].fmt_y, cfg.fmt_x, cfg.rounding, sim.seed)
+            w, b = self._params_for(i, cfg)
+            res = sim.run_kernel(i, h, w, b, run_cfg, self.prefix_stats)
+            y, stats = res.y, res.stats
+            if dense:
+                self._keep(acc_key, (res.acc, stats), res.acc.nbytes)
+        out = y
+        for op, layer in stage.post:
+            out = post_int(op, layer, out, run_cfg.fmt_y, run_cfg, sim.seed)
+        key = (prev, cfg)
+        hit = (key, y, out, stats)
+        self._keep(key, hit, y.nbytes + (out.nbytes if out is not y else 0))
+        return hit
 
     def accuracy(self, config: NetworkConfig) -> float:
         """Top-1 accuracy of ``config`` on the calibration set."""

@@ -86,3 +86,20 @@ def test_a_terminal_gets_the_bar_and_quiet_turns_it_off(tmp_path):
         assert proc.returncode == 0
         assert (b"\r" in seen) == drawn, seen[-400:]
         assert (b"epoch 1/2: loss" in proc.stdout) == (not drawn)
+
+
+def test_no_bar_is_drawn_outside_the_progress_module():
+    """Every bar goes through :func:`fxpsim.progress.progress_bar` (the acc table's searches once drew
+    tqdm bars into a captured log): no other module imports tqdm."""
+    package = Path(__file__).resolve().parents[2] / "fxpsim"
+    users = [p.relative_to(package).as_posix() for p in package.rglob("*.py")
+             if "tqdm" in p.read_text() and p.name != "progress.py"]
+    assert users == []
+
+
+def test_a_captured_search_log_has_no_bar(tmp_path, capsys):
+    from fxpsim.cli import main
+
+    assert main(["search", "--acc-bits", "16", "--out", str(tmp_path)]) == 0  # progress on by default
+    err = capsys.readouterr().err
+    assert "\r" not in err and "cand/s" not in err

@@ -119,12 +119,6 @@ def _run_and_compare(entry, tmp_path):
         "`python -m fxpsim.experiments.reproduce --quick` and commit reports/")
 
 
-@pytest.mark.parametrize("entry", [e for e in QUICK if e.minutes < 1], ids=lambda e: e.name)
+@pytest.mark.parametrize("entry", QUICK, ids=lambda e: e.name)
 def test_quick_entry_reproduces_committed_reports(entry, tmp_path):
-    _run_and_compare(entry, tmp_path)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("entry", [e for e in QUICK if e.minutes >= 1], ids=lambda e: e.name)
-def test_slow_quick_entry_reproduces_committed_reports(entry, tmp_path):
     _run_and_compare(entry, tmp_path)

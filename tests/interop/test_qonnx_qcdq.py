@@ -138,6 +138,12 @@ def test_refused_qcdq(tmp_path):
     bipolar = _mlp((node("BipolarQuant", ["x", "bs"], ["h"], name="bq", domain="qonnx.custom_op.general"),
                     [tensor("bs", np.array(1.0, np.float32))]))
     _refused(tmp_path, bipolar, r"node bq \(BipolarQuant\): BipolarQuant \(binary layers\) is not imported")
+    trunc = _mlp((node("Trunc", ["x", "ts", "tz", "tin", "tout"], ["h"], name="tr", domain="qonnx.custom_op.general",
+                       rounding_mode="FLOOR"),
+                  [tensor(n, np.array(v, np.float32)) for n, v in (("ts", 2.0 ** -7), ("tz", 0.0), ("tin", 10.0),
+                                                                   ("tout", 8.0))]))
+    _refused(tmp_path, trunc, r"node tr \(Trunc\): QONNX Trunc .* is not imported: export a plain AveragePool "
+                              r"with a Quant after it")
 
 
 def test_readme_brevitas_commands_run_as_written(tmp_path, monkeypatch, capsys):
