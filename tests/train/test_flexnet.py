@@ -180,7 +180,7 @@ def test_bn_sets_need_batchnorm_and_match_its_state(tmp_path):
 
 def test_batchnorm_only_moves_gamma_and_beta_with_their_gradients():
     """The BatchNorm-only path's gradients (folded BatchNorm, STE surrogate) against central differences."""
-    from tests.train.test_qat import net64, uniform_config  # noqa: PLC0415  (the QAT tests' helpers)
+    from .test_qat import net64, uniform_config  # noqa: PLC0415  (the QAT tests' helpers)
 
     net = net64("conv3x3p1-bn-relu-maxpool2-fc5-bn-relu-fc4", (2, 6, 6))
     only = BatchNormOnly(QATNetwork(net, uniform_config(net), quantize=False))
