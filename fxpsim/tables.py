@@ -138,6 +138,8 @@ GLOSSARY: tuple[tuple[tuple[str, ...], str], ...] = (
     (("n_train",), "training images"),
     (("trained_params",), "parameters the optimizer updates"),
     (("frozen",), "layers left out of the optimizer (the gradient still flows through them)"),
+    (("rounds",), "fine-tunings the alternation ran (search, fine-tune, search again, ...)"),
+    (("converged",), "the last search returned the config the model was fine-tuned to"),
     (("formats",), "per layer its name, weight and input format fmt_w*fmt_x (Qi.f), then out and the last "
                    "layer's output format"),
     (("vs_alone_pts",), "integer accuracy minus the network fine-tuned at that width alone, percentage points"),
@@ -149,6 +151,8 @@ BLANK_MEANS: dict[str, str] = {
     "val_accuracy": "not fine-tuned (a post-training row)",
     "kept_epoch": "not fine-tuned (a post-training row)",
     "rescaled_channels": "not fine-tuned (a post-training row)",
+    "rounds": "not an alternating row",
+    "converged": "not an alternating row",
     "worst_case_acc": "not bounded (act-y bounds the profiled outputs only)",
     "accuracy": "no formats meet the constraint at that BW_acc",
     "conv_speedup": "no conv layer",
