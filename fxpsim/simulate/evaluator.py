@@ -15,8 +15,7 @@ import numpy as np
 from ..config import LayerConfig, NetworkConfig
 from ..datapath import dense as dense_kernels
 from ..datapath.core import check_prefix_flag, requantize
-from ..qformat import Overflow, convert, dequantize, quantize
-from .post import post_int
+from ..qformat import Overflow, dequantize
 from .simulator import Simulator
 
 __all__ = ["Evaluator"]
@@ -132,18 +131,13 @@ class Evaluator:
             acc, stats = kept
             y = requantize(acc, run_cfg, "relu" if stage.relu else "none", sim.seed)
         else:
-            if i == 0:
-                h = quantize(self.x, cfg.fmt_x, cfg.rounding, "clip", sim.seed)
-            else:
-                h = convert(hits[i - 1][2], config[i - 1].fmt_y, cfg.fmt_x, cfg.rounding, sim.seed)
+            h = sim.stage_input(i, config, self.x, hits[i - 1][2] if i else None)
             w, b = self._params_for(i, cfg)
             res = sim.run_kernel(i, h, w, b, run_cfg, self.prefix_stats)
             y, stats = res.y, res.stats
             if dense:
                 self._keep(acc_key, (res.acc, stats), res.acc.nbytes)
-        out = y
-        for op, layer in stage.post:
-            out = post_int(op, layer, out, run_cfg.fmt_y, run_cfg, sim.seed)
+        out = sim.apply_post(i, y, run_cfg)
         key = (prev, cfg)
         hit = (key, y, out, stats)
         self._keep(key, hit, y.nbytes + (out.nbytes if out is not y else 0))

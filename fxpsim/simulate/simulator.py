@@ -207,10 +207,23 @@ class Simulator:
         w, b = params if params is not None else self.stage_params(i, cfg)
         cfg = self.stage_config(i, cfg)
         res = self.run_kernel(i, x_raw, w, b, cfg, prefix_stats)
-        out = res.y
-        for op, layer in s.post:
+        return res.y, self.apply_post(i, res.y, cfg), res.stats
+
+    def apply_post(self, i: int, y: np.ndarray, cfg: LayerConfig) -> np.ndarray:
+        """Stage ``i``'s integer post-ops (pooling, ...) on its kernel output ``y`` in ``cfg.fmt_y``
+        (``cfg``: the stage's config as :meth:`stage_config` gives it)."""
+        out = y
+        for op, layer in self.stages[i].post:
             out = post_int(op, layer, out, cfg.fmt_y, cfg, self.seed)
-        return res.y, out, res.stats
+        return out
+
+    def stage_input(self, i: int, config: NetworkConfig, xf, prev_out) -> np.ndarray:
+        """A chain stage's raw input in ``config[i].fmt_x``: the prepared float input ``xf`` quantized
+        (stage 0), else the previous stage's output ``prev_out`` converted from its ``fmt_y``."""
+        cfg = config[i]
+        if i == 0:
+            return quantize(xf, cfg.fmt_x, cfg.rounding, "clip", self.seed)
+        return convert_raw(prev_out, config[i - 1].fmt_y, cfg.fmt_x, cfg.rounding, self.seed)
 
     def require_chain(self, what: str, fix: str = "simulate or search it instead") -> None:
         """One-line refusal of a DAG (residual Add/Concat) model by ``what``, which runs chains only."""
@@ -226,12 +239,8 @@ class Simulator:
         values (:mod:`.dag`). A chain's stage reads the previous stage's output (the input first)."""
         if self.is_dag:
             return run_dag_stage(self, i, config, xf, hits, params, prefix_stats)
-        cfg = config[i]
-        if i == 0:
-            h = quantize(xf, cfg.fmt_x, cfg.rounding, "clip", self.seed)
-        else:
-            h = convert_raw(hits[i - 1][1], config[i - 1].fmt_y, cfg.fmt_x, cfg.rounding, self.seed)
-        return self.run_stage(i, h, cfg, params, prefix_stats)
+        h = self.stage_input(i, config, xf, hits[i - 1][1] if i else None)
+        return self.run_stage(i, h, config[i], params, prefix_stats)
 
     def simulate(self, x, config: NetworkConfig, y=None, batch_size: int = 2000,
                  prepared: bool = False, prefix_stats: bool = False) -> SimResult:
